@@ -1,0 +1,32 @@
+# Two commands do it all on a fresh machine: `make demo` and `make test` (see README).
+# The venv is (re)built when pyproject.toml changes; plain pip on purpose (ENVIRONMENT.md: uv/poetry
+# ignore this machine's pip configuration and would download ~3 GB more).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[all,test]'
+	$(PY) -m harness.openjpeg
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) evaluate.py --suite demo --fresh
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_workers.py
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,131 @@
+"""Base classes of corruption plugins.
+
+A plugin declares where it acts:
+
+* ``bitstream``: bytes -> bytes, restricted to the byte ranges of a scope (``all``, ``payload``,
+  ``header`` or a codec-named segment). The harness resolves the scope to ranges from the codec's segment
+  map; the plugin only sees the exposed bytes, concatenated in stream order.
+* ``latent``: decoded state -> state at a codec-declared hook point, between ``parse`` and ``reconstruct``.
+
+Parameters are a frozen dataclass with units in the field names; every draw comes from the ``rng`` the
+harness derives from the cell key (never a global RNG).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+
+class CorruptionError(ValueError):
+    """Bad corruption parameters or scope (a user error, reported before any work)."""
+
+
+@dataclass(frozen=True)
+class ChannelResult:
+    """What a bitstream channel did to one stream (recorded with the cell)."""
+
+    data: bytes
+    bits_exposed: int
+    expected_flips: float
+    actual_flips: int
+    p_error_free: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Corruption(ABC):
+    name: ClassVar[str]
+    acts_on: ClassVar[Literal["bitstream", "latent"]]
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def __init__(self, **params: Any) -> None:
+        known = {f.name for f in dataclasses.fields(self.Params)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise CorruptionError(
+                f"{self.name}: unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
+            )
+        try:
+            self.params = self.Params(**params)
+        except TypeError as exc:
+            raise CorruptionError(f"{self.name}: {exc}") from None
+        self.validate()
+
+    def validate(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Raise :class:`CorruptionError` for out-of-range parameters."""
+
+    def config(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.params)
+
+    def label(self) -> str:
+        """Short human label of the level, e.g. ``ber=0.001``."""
+        return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.config().items())
+
+    @classmethod
+    @abstractmethod
+    def identity_params(cls) -> dict[str, Any]:
+        """Parameters at which the corruption must be a no-op (the BER-0 control of METHODOLOGY.md §4)."""
+
+
+def gather(data: bytes, ranges: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """The exposed bytes of ``data`` as one uint8 array, in stream order."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if not ranges:
+        return np.zeros(0, dtype=np.uint8)
+    return np.concatenate([buf[a:b] for a, b in ranges])
+
+
+def scatter(data: bytes, ranges: tuple[tuple[int, int], ...], exposed: np.ndarray) -> bytes:
+    """``data`` with its exposed ranges replaced by ``exposed`` (inverse of :func:`gather`)."""
+    out = np.frombuffer(data, dtype=np.uint8).copy()
+    pos = 0
+    for a, b in ranges:
+        out[a:b] = exposed[pos : pos + (b - a)]
+        pos += b - a
+    return out.tobytes()
+
+
+def popcount(arr: np.ndarray) -> int:
+    return int(np.unpackbits(arr).sum()) if arr.size else 0
+
+
+class BitstreamCorruption(Corruption):
+    acts_on: ClassVar[Literal["bitstream", "latent"]] = "bitstream"
+
+    @abstractmethod
+    def flip_mask(self, n_bits: int, rng: np.random.Generator) -> np.ndarray:
+        """A boolean mask of length ``n_bits``: True where the channel flips a bit."""
+
+    @abstractmethod
+    def expected_flips(self, n_bits: int) -> float: ...
+
+    @abstractmethod
+    def p_error_free(self, n_bits: int) -> float:
+        """Probability that a stream exposing ``n_bits`` crosses the channel untouched."""
+
+    def apply(self, data: bytes, ranges: tuple[tuple[int, int], ...], rng: np.random.Generator) -> ChannelResult:
+        exposed = gather(data, ranges)
+        n_bits = exposed.size * 8
+        flipped = exposed ^ np.packbits(self.flip_mask(n_bits, rng))
+        return ChannelResult(
+            data=scatter(data, ranges, flipped),
+            bits_exposed=n_bits,
+            expected_flips=self.expected_flips(n_bits),
+            actual_flips=popcount(exposed ^ flipped),
+            p_error_free=self.p_error_free(n_bits),
+        )
+
+
+class LatentCorruption(Corruption):
+    acts_on: ClassVar[Literal["bitstream", "latent"]] = "latent"
+
+    @abstractmethod
+    def apply(self, state: dict[str, Any], hook: str, rng: np.random.Generator) -> dict[str, Any]:
+        """Return a new state with ``state[hook]`` corrupted (never modify ``state`` in place)."""

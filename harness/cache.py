@@ -1,0 +1,82 @@
+"""Content-addressed artifacts: encode once per (image, preprocessing, codec config).
+
+Layout: ``<root>/<encode_key>/`` holds ``stream.bin`` (the file a user would store), ``segments.json``
+and ``clean-<decode_seed>.npy`` (the clean decode). Entries are written to a temporary folder and renamed
+into place, so a killed run never leaves a half-written artifact; a damaged one is detected by hash and
+rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.codecs.base import Bitstream, Codec
+from harness.hashing import sha256_bytes
+
+
+@dataclass(frozen=True)
+class Encoded:
+    bitstream: Bitstream
+    stream_sha256: str
+    encode_s: float  # seconds spent encoding when it was made (0.0 is never stored: it is measured)
+
+
+class ArtifactCache:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, key: str) -> Path:
+        return self.root / key
+
+    def load_encoded(self, key: str) -> Encoded | None:
+        d = self._dir(key)
+        try:
+            meta = json.loads((d / "meta.json").read_text())
+            data = (d / "stream.bin").read_bytes()
+        except (OSError, ValueError):
+            return None
+        if sha256_bytes(data) != meta.get("stream_sha256"):
+            shutil.rmtree(d, ignore_errors=True)
+            return None
+        return Encoded(Bitstream.from_json(data, meta["segments"]), meta["stream_sha256"], float(meta["encode_s"]))
+
+    def store_encoded(self, key: str, bitstream: Bitstream, encode_s: float, codec: Codec) -> Encoded:
+        meta = {
+            "stream_sha256": sha256_bytes(bitstream.data),
+            "segments": bitstream.segments_json(),
+            "encode_s": encode_s,
+            "codec": codec.name,
+            "codec_config": codec.config(),
+            "codec_fingerprint": codec.fingerprint(),
+        }
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+        (tmp / "stream.bin").write_bytes(bitstream.data)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        final = self._dir(key)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process made it first: theirs is identical by construction
+            shutil.rmtree(tmp, ignore_errors=True)
+        return Encoded(bitstream, meta["stream_sha256"], encode_s)
+
+    def load_clean(self, key: str, decode_seed: int) -> np.ndarray | None:
+        path = self._dir(key) / f"clean-{decode_seed}.npy"
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+
+    def store_clean(self, key: str, decode_seed: int, image: np.ndarray) -> None:
+        final = self._dir(key) / f"clean-{decode_seed}.npy"
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=self._dir(key))
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, image, allow_pickle=False)
+        os.replace(tmp, final)

@@ -1,0 +1,86 @@
+"""The unit of work: a cell, keyed by content (METHODOLOGY.md §1).
+
+A cell's key hashes everything that can change its result: the image's pixel hash and shape, the
+preprocessing, the codec fingerprint (name, code version, resolved options, weights, native library
+versions), the corruption with its parameters and scope, the FEC layer, the suite seed and replicate, the
+decode seed and the metric set. File names, labels and loop positions are *not* in it. All randomness of
+a cell comes from a ``SeedSequence`` built from that key, so re-running gives identical rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from harness.hashing import key_of
+
+
+@dataclass(frozen=True)
+class Cell:
+    # what is measured (all of it goes into the key) ...
+    dataset: str
+    dataset_version: str
+    image_sha256: str
+    height: int
+    width: int
+    preprocessing: str
+    codec: str
+    codec_fingerprint: str
+    corruption: str
+    params: dict[str, Any]
+    scope: str
+    suite_seed: int
+    replicate: int
+    decode_seed: int
+    metrics: tuple[str, ...]
+    fec: dict[str, Any] | None = None
+    # ... and descriptive fields for people, kept out of the key
+    image_id: str = field(default="", compare=False)
+    codec_label: str = field(default="", compare=False)
+    codec_config: dict[str, Any] = field(default_factory=dict, compare=False)
+    weights_hash: str | None = field(default=None, compare=False)
+    level: str = field(default="", compare=False)
+
+    def key_fields(self) -> dict[str, Any]:
+        return {
+            "dataset": {"name": self.dataset, "version": self.dataset_version},
+            "image": {"sha256": self.image_sha256, "shape": [self.height, self.width, 3]},
+            "preprocessing": self.preprocessing,
+            "codec": {"name": self.codec, "fingerprint": self.codec_fingerprint},
+            "corruption": {"name": self.corruption, "params": self.params, "scope": self.scope},
+            "fec": self.fec,
+            "seed": {"suite": self.suite_seed, "replicate": self.replicate},
+            "decode_seed": self.decode_seed,
+            "metrics": sorted(self.metrics),
+        }
+
+    @cached_property
+    def key(self) -> str:
+        return key_of(self.key_fields())
+
+    @cached_property
+    def encode_key(self) -> str:
+        """Cells sharing this share one encode (and one clean decode per decode seed)."""
+        return encode_key(self.image_sha256, self.height, self.width, self.preprocessing, self.codec_fingerprint)
+
+    def rng(self) -> np.random.Generator:
+        """The corruption RNG of this cell: seeded from its key, never from position or global state."""
+        return np.random.default_rng(np.random.SeedSequence(int(self.key, 16)))
+
+
+def encode_key(image_sha256: str, height: int, width: int, preprocessing: str, codec_fingerprint: str) -> str:
+    return key_of(
+        {
+            "image": {"sha256": image_sha256, "shape": [height, width, 3]},
+            "preprocessing": preprocessing,
+            "codec": codec_fingerprint,
+        }
+    )
+
+
+def decode_key(codec_fingerprint: str, stream_sha256: str, decode_seed: int, latent: Any = None) -> str:
+    """Identical byte strings (e.g. zero flips at low BER) decode once: memoise on what is decoded."""
+    return key_of({"codec": codec_fingerprint, "stream": stream_sha256, "decode_seed": decode_seed, "latent": latent})

@@ -1,0 +1,123 @@
+"""Command line: ``python evaluate.py --suite NAME [...]`` and ``python evaluate.py --list``.
+
+Only this module turns exceptions into exit codes: user errors print one line and exit 2; a failed
+control exits 3; an interrupted run exits 130 (finished cells are kept; run again to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from harness.codecs.base import CodecError
+from harness.config import SuiteError, load_suite, suite_names
+from harness.datasets import DatasetError
+from harness.registry import CODECS, CORRUPTIONS, DATASETS, METRICS, RegistryError
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, no usage dump
+        raise UsageError(message)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="evaluate.py", description="Robustness evaluation of image codecs (see README).")
+    p.add_argument("--suite", help="suite name (harness/suites/NAME.toml) or path to a suite TOML file")
+    p.add_argument("--list", action="store_true", help="list suites, codecs, corruptions, datasets, metrics")
+    p.add_argument("--codec", type=_names, default=(), help="only these codec labels or names (comma-separated)")
+    p.add_argument("--dataset", type=_names, default=(), help="only these datasets (comma-separated)")
+    p.add_argument("--limit-images", type=_positive, help="seeded subset of N images per dataset")
+    p.add_argument("--seeds", type=_positive, help="corruption replicates per level (overrides the suite)")
+    p.add_argument("--workers", type=_positive, default=2, help="isolated decode worker processes (default 2)")
+    p.add_argument("--out", type=Path, help="run directory (default runs/<suite>); re-running resumes")
+    p.add_argument("--fresh", action="store_true", help="discard the run directory's results and cache first")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def list_everything() -> str:
+    lines = ["suites:      " + ", ".join(suite_names())]
+    for title, reg in (("codecs", CODECS), ("corruptions", CORRUPTIONS), ("datasets", DATASETS), ("metrics", METRICS)):
+        lines.append(f"{title + ':':<12} " + ", ".join(reg.names()))
+    return "\n".join(lines)
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    from harness.runner import ControlError, RunOptions, run
+    from harness.store import ResultStore
+    from reports.tables import write_summary
+
+    suite = load_suite(args.suite)
+    out = args.out or Path("runs") / suite.name
+    opts = RunOptions(
+        suite=suite,
+        out=out,
+        codecs=args.codec,
+        datasets=args.dataset,
+        limit_images=args.limit_images,
+        seeds=args.seeds,
+        workers=args.workers,
+        fresh=args.fresh,
+        progress=not args.no_progress,
+    )
+    try:
+        result = run(opts)
+    except ControlError as exc:
+        print(f"evaluate.py: control failed, no table written: {exc}", file=sys.stderr)
+        return 3
+    store = ResultStore(out / "results.sqlite")
+    try:
+        cells = store.cells_frame(result.planned_keys)
+    finally:
+        store.close()
+    text = write_summary(out, cells, result.metrics, f"{suite.name}: {out}")
+    print(text)
+    print(
+        f"{result.planned} cells planned, {result.already_done} already done, {result.computed} computed "
+        f"({result.decodes} decodes, {result.memo_hits} reused identical streams, "
+        f"{result.worker_restarts} worker restarts) in {result.seconds:.1f} s. Results: {out}/results.sqlite, "
+        f"{out}/summary.csv, {out}/summary.md"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        if args.list:
+            print(list_everything())
+            return 0
+        if not args.suite:
+            raise UsageError("give --suite NAME (or --list)")
+        return run_suite(args)
+    except (UsageError, SuiteError, RegistryError, CodecError, DatasetError) as exc:
+        print(f"evaluate.py: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("evaluate.py: interrupted; finished cells are saved, run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

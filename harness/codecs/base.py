@@ -1,0 +1,191 @@
+"""The codec contract: encode once, then a decode split into an untrusted and a trusted half.
+
+::
+
+    image (uint8 HxWx3) --encode--> Bitstream(data, segments)           [trusted, runs once per image]
+    bytes (maybe corrupted) --parse--> DecodedState {hook: array}       [UNTRUSTED: isolated worker]
+    DecodedState (maybe latent-corrupted) --reconstruct--> uint8 image  [trusted, main process / GPU]
+
+``parse`` is the only code that touches corrupted bytes, so it is the only code that must run in a
+subprocess that may crash or hang. Whatever ``parse`` returns crosses a process boundary: keep it to
+NumPy arrays and plain Python values. Latent corruptions act on the named entries of the state
+(the codec's ``hooks``) between the two halves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from harness.hashing import key_of
+
+DecodedState = dict[str, Any]
+
+#: Scopes every bitstream exposes; codecs may add named segments of their own.
+BUILTIN_SCOPES = ("all", "payload", "header")
+
+
+class CodecError(ValueError):
+    """Bad codec options or an unusable input image (a user error, reported before any work)."""
+
+
+@dataclass(frozen=True)
+class Bitstream:
+    """The bytes a codec writes to a file, plus a map of named byte ranges.
+
+    ``segments`` maps a name to a list of half-open ``(start, end)`` byte ranges. Every codec declares at
+    least ``header`` (container and marker bytes) and ``payload`` (everything else); together they cover
+    the file exactly once. Extra names (e.g. RDEIC's ``y``, ``z``) let a suite target one part.
+    """
+
+    data: bytes
+    segments: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for required in ("header", "payload"):
+            if required not in self.segments:
+                raise CodecError(f"bitstream segment map lacks {required!r}")
+        covered = np.zeros(len(self.data), dtype=np.int8)
+        for start, end in self.segments["header"] + self.segments["payload"]:
+            if not 0 <= start <= end <= len(self.data):
+                raise CodecError(f"segment range {(start, end)} outside a {len(self.data)}-byte stream")
+            covered[start:end] += 1
+        if len(self.data) and not np.all(covered == 1):
+            raise CodecError("header and payload segments must cover every byte exactly once")
+
+    @property
+    def header_bytes(self) -> int:
+        return sum(end - start for start, end in self.segments["header"])
+
+    def scope_names(self) -> tuple[str, ...]:
+        extra = tuple(sorted(n for n in self.segments if n not in BUILTIN_SCOPES))
+        return BUILTIN_SCOPES + extra
+
+    def ranges(self, scope: str) -> tuple[tuple[int, int], ...]:
+        """Byte ranges a channel may touch for ``scope`` (``all``, ``payload``, ``header`` or a segment)."""
+        if scope == "all":
+            return ((0, len(self.data)),)
+        if scope not in self.segments:
+            raise CodecError(f"scope {scope!r} unknown for this stream; known: {', '.join(self.scope_names())}")
+        return self.segments[scope]
+
+    def segments_json(self) -> dict[str, list[list[int]]]:
+        return {name: [list(r) for r in ranges] for name, ranges in self.segments.items()}
+
+    @classmethod
+    def from_json(cls, data: bytes, segments: dict[str, list[list[int]]]) -> Bitstream:
+        return cls(data, {name: tuple((int(a), int(b)) for a, b in r) for name, r in segments.items()})
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """What a worker process needs to build the same codec: an importable target and its options."""
+
+    target: str
+    options: dict[str, Any]
+
+
+class Codec(ABC):
+    """Base class of codec plugins.
+
+    Subclasses set ``name``, ``version`` (bump it when the code changes what is written or decoded),
+    ``Options`` (a dataclass: the codec's whole configuration) and optionally ``hooks``.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    hooks: ClassVar[tuple[str, ...]] = ()  # latent hook points (keys of the DecodedState)
+    segments: ClassVar[tuple[str, ...]] = ()  # named byte segments beyond header/payload
+    #: A clean round trip below this PSNR stops the suite (METHODOLOGY.md §4): the codec is broken.
+    clean_psnr_floor_db: ClassVar[float] = 15.0
+
+    @dataclass(frozen=True)
+    class Options:
+        pass
+
+    def __init__(self, **options: Any) -> None:
+        known = {f.name for f in dataclasses.fields(self.Options)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise CodecError(
+                f"{self.name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known)) or 'none'}"
+            )
+        self.options = self.Options(**options)
+
+    # -- identity -------------------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """The resolved options (defaults filled in): stored with every cell."""
+        return dataclasses.asdict(self.options)
+
+    def weights_hash(self) -> str | None:
+        """Hash of the weights the codec runs with; ``None`` for codecs without weights."""
+        return None
+
+    def library_versions(self) -> dict[str, str]:
+        """Versions of native libraries whose change can change bytes or decodes (part of the fingerprint)."""
+        return {}
+
+    def fingerprint(self) -> str:
+        return key_of(
+            {
+                "codec": self.name,
+                "version": self.version,
+                "config": self.config(),
+                "weights": self.weights_hash(),
+                "libraries": self.library_versions(),
+            }
+        )
+
+    def spec(self) -> CodecSpec:
+        return CodecSpec(target=f"{type(self).__module__}:{type(self).__qualname__}", options=self.config())
+
+    # -- the codec ------------------------------------------------------------------------------------------
+    @abstractmethod
+    def encode(self, image: np.ndarray) -> Bitstream:
+        """Compress a uint8 HxWx3 image into the bytes of a file."""
+
+    @abstractmethod
+    def parse(self, data: bytes) -> DecodedState:
+        """Untrusted half of decoding: bytes (possibly corrupted) to decoded state. Runs isolated."""
+
+    @abstractmethod
+    def reconstruct(self, state: DecodedState, decode_seed: int) -> np.ndarray:
+        """Trusted half of decoding: state to the uint8 image a user would see."""
+
+    def decode(self, data: bytes, decode_seed: int = 0) -> np.ndarray:
+        """Both halves in-process: only for bytes the harness produced itself (clean streams)."""
+        return self.reconstruct(self.parse(data), decode_seed)
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """Validate an input image and return it as contiguous uint8 HxWx3 (the harness's image type)."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        got = getattr(image, "shape", type(image).__name__), getattr(image, "dtype", "")
+        raise CodecError(f"expected a uint8 HxWx3 image, got {got}")
+    return np.ascontiguousarray(image)
+
+
+def check_output(image: object, shape: tuple[int, ...]) -> str | None:
+    """Why a reconstruction is not a valid image of ``shape`` (None when it is): the ``invalid_output``
+    message. Decoders that "succeed" with garbage shapes or NaN are failures, not low-quality successes."""
+    if not isinstance(image, np.ndarray):
+        return f"reconstruct returned {type(image).__name__}, not an array"
+    if image.dtype != np.uint8:
+        if np.issubdtype(image.dtype, np.floating) and not np.all(np.isfinite(image)):
+            return f"non-finite values (NaN/inf) in a {image.dtype} output"
+        return f"dtype {image.dtype}, expected uint8"
+    if image.shape != shape:
+        return f"shape {image.shape}, expected {shape}"
+    return None
+
+
+def create_codec(name: str, **overrides: Any) -> Codec:
+    """Build a registered codec; ``None`` overrides are dropped so the defaults hold."""
+    from harness.registry import CODECS
+
+    cls = CODECS.get(name)
+    return cls(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,191 @@
+"""Suites: TOML files that name datasets, codec configs, corruptions with parameter grids, seeds and
+metrics. Parsed into frozen dataclasses and checked completely before any work starts.
+
+Example (``harness/suites/bit_errors.toml``)::
+
+    name = "bit_errors"
+    seed = 20261126          # root of every random draw (mixed with each cell's key)
+    seeds = 5                # corruption replicates per level
+    metrics = ["psnr"]
+
+    [[datasets]]
+    name = "samples"
+
+    [[codecs]]
+    codec = "jpeg2000"
+    label = "jpeg2000@0.25bpp"
+    options = { target_bpp = 0.25 }
+
+    [[corruptions]]
+    corruption = "bsc"
+    scopes = ["payload", "all"]
+    grid = { ber = [0.0, 1e-4, 1e-3] }
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.hashing import sha256_bytes
+
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+
+
+class SuiteError(ValueError):
+    """A suite that cannot run as written (unknown names, bad values); says how to fix it."""
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    preprocessing: str = "none"
+    limit_images: int | None = None
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    codec: str
+    label: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CorruptionConfig:
+    corruption: str
+    scopes: tuple[str, ...] = ("all",)
+    grid: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def levels(self) -> list[dict[str, Any]]:
+        """The Cartesian product of the grid, in file order."""
+        names = list(self.grid)
+        return [dict(zip(names, values, strict=True)) for values in itertools.product(*self.grid.values())]
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    seed: int
+    seeds: int
+    decode_seeds: int
+    metrics: tuple[str, ...]
+    timeout_s: float
+    datasets: tuple[DatasetConfig, ...]
+    codecs: tuple[CodecConfig, ...]
+    corruptions: tuple[CorruptionConfig, ...]
+    path: str = ""
+    text: str = ""
+
+    @property
+    def sha256(self) -> str:
+        return sha256_bytes(self.text.encode())
+
+
+def _table(raw: Any, where: str, allowed: set[str], required: set[str] = frozenset()) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{where}: expected a table")
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise SuiteError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    missing = sorted(required - set(raw))
+    if missing:
+        raise SuiteError(f"{where}: missing key(s) {', '.join(missing)}")
+    return raw
+
+
+def _int(value: Any, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SuiteError(f"{where}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def parse_suite(text: str, path: str = "<string>") -> Suite:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"{path}: invalid TOML: {exc}") from None
+    top = _table(
+        raw,
+        path,
+        {
+            "name",
+            "description",
+            "seed",
+            "seeds",
+            "decode_seeds",
+            "metrics",
+            "timeout_s",
+            "datasets",
+            "codecs",
+            "corruptions",
+        },
+        {"name", "datasets", "codecs", "corruptions"},
+    )
+    datasets = []
+    for i, d in enumerate(top["datasets"]):
+        d = _table(d, f"{path}: datasets[{i}]", {"name", "preprocessing", "limit_images"}, {"name"})
+        limit = d.get("limit_images")
+        datasets.append(
+            DatasetConfig(
+                d["name"],
+                d.get("preprocessing", "none"),
+                None if limit is None else _int(limit, f"datasets[{i}].limit_images", 1),
+            )
+        )
+    codecs = []
+    for i, c in enumerate(top["codecs"]):
+        c = _table(c, f"{path}: codecs[{i}]", {"codec", "label", "options"}, {"codec"})
+        codecs.append(CodecConfig(c["codec"], c.get("label", c["codec"]), dict(c.get("options", {}))))
+    labels = [c.label for c in codecs]
+    if len(set(labels)) != len(labels):
+        raise SuiteError(f"{path}: codec labels must be unique, got {labels}")
+    corruptions = []
+    for i, c in enumerate(top["corruptions"]):
+        c = _table(c, f"{path}: corruptions[{i}]", {"corruption", "scopes", "grid"}, {"corruption"})
+        grid = c.get("grid", {})
+        if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+            raise SuiteError(f"{path}: corruptions[{i}].grid maps each parameter to a non-empty list")
+        scopes = c.get("scopes", ["all"])
+        if not isinstance(scopes, list) or not scopes:
+            raise SuiteError(f"{path}: corruptions[{i}].scopes is a non-empty list")
+        corruptions.append(CorruptionConfig(c["corruption"], tuple(scopes), {k: tuple(v) for k, v in grid.items()}))
+    timeout = top.get("timeout_s", 30.0)
+    if not isinstance(timeout, int | float) or timeout <= 0:
+        raise SuiteError(f"{path}: timeout_s must be a positive number of seconds")
+    metrics = top.get("metrics", ["psnr"])
+    if not isinstance(metrics, list) or not metrics:
+        raise SuiteError(f"{path}: metrics is a non-empty list of metric names")
+    return Suite(
+        name=str(top["name"]),
+        description=str(top.get("description", "")),
+        seed=_int(top.get("seed", 0), "seed", 0),
+        seeds=_int(top.get("seeds", 1), "seeds", 1),
+        decode_seeds=_int(top.get("decode_seeds", 1), "decode_seeds", 1),
+        metrics=tuple(metrics),
+        timeout_s=float(timeout),
+        datasets=tuple(datasets),
+        codecs=tuple(codecs),
+        corruptions=tuple(corruptions),
+        path=path,
+        text=text,
+    )
+
+
+def suite_names() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A suite by name (``harness/suites/<name>.toml``) or by path to a TOML file."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = SUITES_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise SuiteError(f"unknown suite {name_or_path!r}; known: {', '.join(suite_names())}")
+    if not path.is_file():
+        raise SuiteError(f"suite file not found: {path}")
+    return parse_suite(path.read_text(), str(path))

@@ -1,0 +1,44 @@
+"""Content hashes and canonical JSON: every cache and cell key in the harness is built here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def pixels_sha256(image: np.ndarray) -> str:
+    """sha256 of the decoded uint8 pixels in C order (the form dataset cards record). The same picture
+    re-encoded as another file format keeps its hash; cell keys add the shape beside it."""
+    return hashlib.sha256(np.ascontiguousarray(image, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def _normalise(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _normalise(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, list | tuple):
+        return [_normalise(v) for v in value]
+    if isinstance(value, np.generic):
+        return _normalise(value.item())
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return repr(value)
+        # repr round-trips exactly; 1e-3 and 0.001 give the same key.
+        return float(repr(value))
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON (sorted keys, no whitespace) used as hash input."""
+    return json.dumps(_normalise(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def key_of(value: Any) -> str:
+    return sha256_bytes(canonical_json(value).encode())

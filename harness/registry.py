@@ -1,0 +1,118 @@
+"""One registry idiom for codecs, corruptions, datasets and metrics.
+
+A name maps to an object or to a lazy ``"module:attr"`` string, so listing names imports nothing heavy
+(torch is only imported when an RDEIC codec is actually created). Third-party plugins register through
+the entry-point group named by each registry (e.g. ``harness.codecs``). Collisions raise; unknown names
+list the close ones.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class RegistryError(LookupError):
+    """A name that is not registered, or registered twice."""
+
+
+def import_target(target: str) -> object:
+    """Resolve ``"package.module:attr"`` to the object it names."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise RegistryError(f"invalid target {target!r}: expected 'module:attr'")
+    obj: object = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def target_of(obj: object) -> str:
+    """The ``"module:attr"`` string that imports ``obj`` again (used to rebuild plugins in workers)."""
+    return f"{obj.__module__}:{obj.__qualname__}"  # type: ignore[attr-defined]
+
+
+class Registry(Generic[T]):
+    """Names to plugins. ``kind`` is used in messages, ``group`` is the entry-point group."""
+
+    def __init__(self, kind: str, group: str) -> None:
+        self.kind = kind
+        self.group = group
+        self._entries: dict[str, T | str] = {}
+        self._entry_points_loaded = False
+
+    def register(self, name: str, target: T | str | None = None) -> Callable[[T], T]:
+        """Register ``target`` under ``name``; usable as a decorator when ``target`` is omitted."""
+
+        def add(obj: T | str) -> T | str:
+            self._load_entry_points()
+            if name in self._entries and self._entries[name] is not obj:
+                raise RegistryError(f"{self.kind} {name!r} is already registered")
+            self._entries[name] = obj
+            return obj
+
+        if target is not None:
+            add(target)
+            return lambda obj: obj
+        return add  # type: ignore[return-value]
+
+    def unregister(self, name: str) -> None:
+        self._entries.pop(name, None)
+
+    def _load_entry_points(self) -> None:
+        if self._entry_points_loaded:
+            return
+        self._entry_points_loaded = True
+        for ep in entry_points(group=self.group):
+            if ep.name in self._entries:
+                raise RegistryError(f"{self.kind} plugin {ep.name!r} from entry point collides with a built-in")
+            self._entries[ep.name] = ep.value
+
+    def __contains__(self, name: str) -> bool:
+        self._load_entry_points()
+        return name in self._entries
+
+    def get(self, name: str) -> T:
+        """The registered object, importing a lazy target on first use (a broken plugin fails loudly)."""
+        self._load_entry_points()
+        if name not in self._entries:
+            close = difflib.get_close_matches(name, list(self._entries), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(self.names())}"
+            raise RegistryError(f"unknown {self.kind} {name!r}{hint}")
+        entry = self._entries[name]
+        if isinstance(entry, str):
+            entry = import_target(entry)  # type: ignore[assignment]
+            self._entries[name] = entry
+        return entry  # type: ignore[return-value]
+
+    def target(self, name: str) -> str:
+        """The importable ``module:attr`` of ``name`` without importing it when it is still lazy."""
+        self._load_entry_points()
+        if name not in self._entries:
+            self.get(name)  # raises with suggestions
+        entry = self._entries[name]
+        return entry if isinstance(entry, str) else target_of(entry)
+
+    def names(self, pattern: str = "*") -> list[str]:
+        self._load_entry_points()
+        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+
+
+# The single table of built-ins. Keep these strings lazy: `--list` must not import torch.
+CODECS: Registry = Registry("codec", "harness.codecs")
+CODECS.register("jpeg2000", "harness.codecs.jpeg2000:JPEG2000")
+
+CORRUPTIONS: Registry = Registry("corruption", "harness.corruptions")
+CORRUPTIONS.register("bsc", "corruptions.bsc:BinarySymmetricChannel")
+
+DATASETS: Registry = Registry("dataset", "harness.datasets")
+DATASETS.register("samples", "harness.datasets:BundledSamples")
+
+METRICS: Registry = Registry("metric", "harness.metrics")
+METRICS.register("psnr", "harness.metrics:PSNR")

@@ -1,0 +1,546 @@
+"""The suite loop: plan cells, encode once, run controls, corrupt, decode isolated, measure, store.
+
+::
+
+    plan ──> for each (image, codec): encode once (cache) + clean decode + controls (BER 0 == clean)
+         ──> for each pending cell: channel(bytes, scope, rng(cell key)) ──> decode key
+                 memo hit ──────────────────────────────────────────────┐
+                 else: worker.parse (isolated) ──> [latent corruption] ──> reconstruct ──> check ──> metrics
+         ──> store (one transaction per cell) ──> summary tables
+
+Cells already in the store are skipped, so running the same command again resumes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import Counter, OrderedDict
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from corruptions.base import ChannelResult, Corruption, CorruptionError
+from harness import provenance
+from harness.cache import ArtifactCache, Encoded
+from harness.cells import Cell, decode_key
+from harness.codecs.base import BUILTIN_SCOPES, Codec, CodecError, check_output, create_codec
+from harness.config import Suite, SuiteError
+from harness.datasets import Dataset, DatasetError, ImageEntry, create_dataset
+from harness.hashing import canonical_json, key_of, pixels_sha256, sha256_bytes
+from harness.metrics import Metric, create_metric
+from harness.registry import CORRUPTIONS, RegistryError
+from harness.status import Status
+from harness.store import DecodeRecord, ResultStore
+from harness.workers import ParseOutcome, WorkerPool, type_name
+
+
+class ControlError(RuntimeError):
+    """A control of METHODOLOGY.md §4 failed: the suite stops instead of producing a table."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    suite: Suite
+    out: Path
+    codecs: tuple[str, ...] = ()  # filter: codec labels or codec names; empty = all
+    datasets: tuple[str, ...] = ()
+    limit_images: int | None = None
+    seeds: int | None = None
+    workers: int = 2
+    fresh: bool = False
+    progress: bool = True
+
+
+@dataclass
+class Plan:
+    cells: list[Cell]
+    codecs: dict[str, Codec]  # by label
+    corruptions: dict[str, Corruption]  # by canonical (name, params)
+    images: dict[str, tuple[Dataset, ImageEntry]]  # by pixel sha256
+    metrics: dict[str, Metric]
+    decode_seeds: tuple[int, ...]
+    subsets: dict[str, list[str]] = field(default_factory=dict)  # dataset -> chosen image ids
+
+    def corruption_of(self, cell: Cell) -> Corruption:
+        return self.corruptions[corruption_id(cell.corruption, cell.params)]
+
+
+@dataclass
+class RunResult:
+    out: Path
+    planned_keys: list[str]
+    metrics: tuple[str, ...]
+    planned: int
+    already_done: int
+    computed: int
+    decodes: int
+    memo_hits: int
+    worker_restarts: int
+    statuses: Counter
+    seconds: float
+
+
+def corruption_id(name: str, params: dict[str, Any]) -> str:
+    return f"{name}:{canonical_json(params)}"
+
+
+def _select(names: list[str], wanted: tuple[str, ...], what: str) -> set[str]:
+    if not wanted:
+        return set(names)
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        raise SuiteError(f"{what} {', '.join(unknown)} not in this suite; it has: {', '.join(dict.fromkeys(names))}")
+    return set(wanted)
+
+
+def _subset(entries: list[ImageEntry], limit: int | None, seed: int) -> list[ImageEntry]:
+    """A seeded subset keyed by content (stable when files are renamed or the folder grows)."""
+    if limit is None or limit >= len(entries):
+        return entries
+    ranked = sorted(entries, key=lambda e: key_of({"seed": seed, "image": e.sha256}))[:limit]
+    return sorted(ranked, key=lambda e: e.id)
+
+
+def make_plan(opts: RunOptions) -> Plan:
+    """Resolve every name and parameter of the suite and enumerate its cells (deterministic order)."""
+    suite = opts.suite
+    try:
+        metrics = {name: create_metric(name) for name in suite.metrics}
+    except RegistryError as exc:
+        raise SuiteError(str(exc)) from None
+
+    codec_names = [c.label for c in suite.codecs] + [c.codec for c in suite.codecs]
+    wanted_codecs = _select(codec_names, opts.codecs, "codec")
+    codecs: dict[str, Codec] = {}
+    for cfg in suite.codecs:
+        if cfg.label in wanted_codecs or cfg.codec in wanted_codecs:
+            try:
+                codecs[cfg.label] = create_codec(cfg.codec, **cfg.options)
+            except (RegistryError, CodecError) as exc:
+                raise SuiteError(f"codec {cfg.label!r}: {exc}") from None
+
+    corruptions: dict[str, Corruption] = {}
+    levels: list[tuple[str, dict[str, Any], str, Corruption]] = []
+    for cfg in suite.corruptions:
+        try:
+            cls = CORRUPTIONS.get(cfg.corruption)
+            for params in cfg.levels():
+                inst = cls(**params)
+                corruptions.setdefault(corruption_id(cfg.corruption, inst.config()), inst)
+                for scope in cfg.scopes:
+                    levels.append((cfg.corruption, inst.config(), scope, inst))
+        except (RegistryError, CorruptionError) as exc:
+            raise SuiteError(f"corruption {cfg.corruption!r}: {exc}") from None
+        for label, codec in codecs.items():
+            valid = codec.hooks if cls.acts_on == "latent" else BUILTIN_SCOPES + codec.segments
+            for scope in cfg.scopes:
+                if scope not in valid:
+                    where = "latent hook" if cls.acts_on == "latent" else "scope"
+                    raise SuiteError(
+                        f"{cfg.corruption}: {where} {scope!r} is not offered by codec {label!r} "
+                        f"(it offers: {', '.join(valid) or 'no ' + where + 's'})"
+                    )
+
+    dataset_names = [d.name for d in suite.datasets]
+    wanted_datasets = _select(dataset_names, opts.datasets, "dataset")
+    images: dict[str, tuple[Dataset, ImageEntry]] = {}
+    chosen: list[tuple[Dataset, ImageEntry, str]] = []
+    subsets: dict[str, list[str]] = {}
+    for dcfg in suite.datasets:
+        if dcfg.name not in wanted_datasets:
+            continue
+        if dcfg.preprocessing != "none":
+            raise SuiteError(f"dataset {dcfg.name!r}: preprocessing {dcfg.preprocessing!r} is not available yet")
+        try:
+            ds = create_dataset(dcfg.name)
+            entries = _subset(ds.entries(), opts.limit_images or dcfg.limit_images, suite.seed)
+        except (RegistryError, DatasetError) as exc:
+            raise SuiteError(str(exc)) from None
+        subsets[dcfg.name] = [e.id for e in entries]
+        for e in entries:
+            images.setdefault(e.sha256, (ds, e))
+            chosen.append((ds, e, dcfg.preprocessing))
+
+    seeds = opts.seeds or suite.seeds
+    decode_seeds = tuple(range(suite.decode_seeds))
+    cells: dict[str, Cell] = {}
+    for ds, entry, prep in chosen:
+        for label, codec in codecs.items():
+            fingerprint = codec.fingerprint()
+            for name, params, scope, inst in levels:
+                for replicate in range(seeds):
+                    for dseed in decode_seeds:
+                        cell = Cell(
+                            dataset=ds.name,
+                            dataset_version=ds.version,
+                            image_sha256=entry.sha256,
+                            height=entry.height,
+                            width=entry.width,
+                            preprocessing=prep,
+                            codec=codec.name,
+                            codec_fingerprint=fingerprint,
+                            corruption=name,
+                            params=params,
+                            scope=scope,
+                            suite_seed=suite.seed,
+                            replicate=replicate,
+                            decode_seed=dseed,
+                            metrics=tuple(suite.metrics),
+                            image_id=entry.id,
+                            codec_label=label,
+                            codec_config=codec.config(),
+                            weights_hash=codec.weights_hash(),
+                            level=inst.label(),
+                        )
+                        cells.setdefault(cell.key, cell)
+    return Plan(list(cells.values()), codecs, corruptions, images, metrics, decode_seeds, subsets)
+
+
+@dataclass
+class Artifacts:
+    """Everything a cell of one (image, codec) needs besides its own corruption."""
+
+    original: np.ndarray
+    encoded: Encoded
+    clean: dict[int, np.ndarray]  # decode seed -> clean decode
+    clean_metrics: dict[int, dict[str, float]]
+
+
+class Runner:
+    def __init__(self, opts: RunOptions, plan: Plan) -> None:
+        self.opts = opts
+        self.plan = plan
+        self.cache = ArtifactCache(opts.out / "cache")
+        self._artifacts: OrderedDict[str, Artifacts] = OrderedDict()
+        self._codec_by_fp = {c.fingerprint(): (label, c) for label, c in plan.codecs.items()}
+
+    # -- encode once, clean decodes, controls -------------------------------------------------------------
+    def codec_of(self, cell: Cell) -> Codec:
+        return self._codec_by_fp[cell.codec_fingerprint][1]
+
+    def artifacts(self, cell: Cell) -> Artifacts:
+        key = cell.encode_key
+        if key in self._artifacts:
+            self._artifacts.move_to_end(key)
+            return self._artifacts[key]
+        ds, entry = self.plan.images[cell.image_sha256]
+        original = ds.load(entry)
+        codec = self.codec_of(cell)
+        encoded = self.cache.load_encoded(key)
+        if encoded is None:
+            t0 = time.perf_counter()
+            bitstream = codec.encode(original)
+            encoded = self.cache.store_encoded(key, bitstream, time.perf_counter() - t0, codec)
+        clean, clean_metrics = {}, {}
+        for seed in self.plan.decode_seeds:
+            image = self.cache.load_clean(key, seed)
+            if image is None:
+                image = codec.decode(encoded.bitstream.data, seed)
+                problem = check_output(image, original.shape)
+                if problem:
+                    raise ControlError(f"{cell.codec_label} on {entry.id}: clean decode is invalid: {problem}")
+                self.cache.store_clean(key, seed, image)
+            clean[seed] = image
+            clean_metrics[seed] = {name: m(image, original) for name, m in self.plan.metrics.items()}
+            psnr = clean_metrics[seed].get("psnr")
+            if psnr is not None and psnr < codec.clean_psnr_floor_db:
+                raise ControlError(
+                    f"{cell.codec_label} on {entry.id}: clean round trip gives {psnr:.2f} dB PSNR, below the "
+                    f"codec's floor of {codec.clean_psnr_floor_db} dB; refusing to build a table on a broken codec"
+                )
+        art = Artifacts(original, encoded, clean, clean_metrics)
+        self._artifacts[key] = art
+        while len(self._artifacts) > 4 * self.opts.workers + 4:
+            self._artifacts.popitem(last=False)
+        return art
+
+    def run_controls(self, cells: list[Cell], pool: WorkerPool, memo: dict[str, DecodeRecord]) -> None:
+        """METHODOLOGY.md §4, before any corrupted cell: every corruption at its identity level (BER 0, σ 0)
+        must leave the stream byte-identical, and the isolated decode of each clean stream (through a
+        latent corruption at its identity level, if any) must equal the in-process clean decode byte for
+        byte. Fills ``memo`` with the clean decodes so untouched streams are never decoded again."""
+        seen: set[tuple[str, str, str]] = set()
+        latent_checks: dict[str, list[tuple[Cell, Corruption]]] = {}
+        jobs: OrderedDict[str, tuple[Future, Cell]] = OrderedDict()
+        for cell in cells:
+            corruption = self.plan.corruption_of(cell)
+            art = self.artifacts(cell)
+            data = art.encoded.bitstream.data
+            dkey = decode_key(cell.codec_fingerprint, art.encoded.stream_sha256, cell.decode_seed)
+            if (cell.encode_key, cell.corruption, cell.scope) not in seen:
+                seen.add((cell.encode_key, cell.corruption, cell.scope))
+                identity = type(corruption)(**type(corruption).identity_params())
+                if identity.acts_on == "latent":
+                    latent_checks.setdefault(dkey, []).append((cell, identity))
+                elif identity.apply(data, art.encoded.bitstream.ranges(cell.scope), cell.rng()).data != data:
+                    raise ControlError(
+                        f"control: {cell.corruption} at {identity.label()} changed the stream of "
+                        f"{cell.codec_label} on {cell.image_id} (scope {cell.scope})"
+                    )
+            if dkey not in memo and dkey not in jobs:
+                jobs[dkey] = (pool.submit(self.codec_of(cell).spec(), data), cell)
+                while len(jobs) > 4 * self.opts.workers:
+                    self._check_clean_decode(*jobs.popitem(last=False), latent_checks, memo)
+        while jobs:
+            self._check_clean_decode(*jobs.popitem(last=False), latent_checks, memo)
+
+    def _check_clean_decode(
+        self,
+        dkey: str,
+        job: tuple[Future, Cell],
+        latent_checks: dict[str, list[tuple[Cell, Corruption]]],
+        memo: dict[str, DecodeRecord],
+    ) -> None:
+        future, cell = job
+        outcome = future.result()
+        art = self.artifacts(cell)
+        expected = pixels_sha256(art.clean[cell.decode_seed])
+        checks: list[tuple[Cell, Corruption | None]] = [(cell, None), *latent_checks.pop(dkey, [])]
+        for checked_cell, latent in checks:
+            record = self.finish_decode(dkey, outcome, checked_cell, art, latent)
+            if record.status != Status.OK or record.output_sha256 != expected:
+                via = f" through {latent.name} at {latent.label()}" if latent else ""
+                raise ControlError(
+                    f"control: the isolated decode{via} of the clean stream of {cell.codec_label} on "
+                    f"{cell.image_id} does not reproduce the clean decode "
+                    f"({record.status}: {record.error_message or 'pixels differ'})"
+                )
+            if latent is None:
+                memo[dkey] = record
+
+    # -- one decode ---------------------------------------------------------------------------------------
+    def finish_decode(
+        self, dkey: str, outcome: ParseOutcome, cell: Cell, art: Artifacts, latent: Corruption | None
+    ) -> DecodeRecord:
+        """Trusted half: latent corruption, reconstruct, output checks, metrics."""
+        base = {"decode_key": dkey, "parse_s": outcome.parse_s, "wall_s": outcome.wall_s}
+        if outcome.status is not Status.OK:
+            return DecodeRecord(
+                status=outcome.status.value,
+                error_type=outcome.error_type,
+                error_message=outcome.error_message,
+                output_sha256=None,
+                metrics={},
+                **base,
+            )
+        state = outcome.state or {}
+        if latent is not None:
+            state = latent.apply(state, cell.scope, cell.rng())
+        t0 = time.perf_counter()
+        try:
+            image = self.codec_of(cell).reconstruct(state, cell.decode_seed)
+        except Exception as exc:  # garbage latents may break reconstruct: a status, not a crash
+            return DecodeRecord(
+                status=Status.EXCEPTION.value,
+                error_type=type_name(exc),
+                error_message=str(exc)[:2000],
+                output_sha256=None,
+                metrics={},
+                reconstruct_s=time.perf_counter() - t0,
+                **base,
+            )
+        reconstruct_s = time.perf_counter() - t0
+        problem = check_output(image, art.original.shape)
+        if problem:
+            return DecodeRecord(
+                status=Status.INVALID_OUTPUT.value,
+                error_type="InvalidOutput",
+                error_message=problem,
+                output_sha256=None,
+                metrics={},
+                reconstruct_s=reconstruct_s,
+                **base,
+            )
+        t0 = time.perf_counter()
+        metrics: dict[str, float] = {}
+        for name, metric in self.plan.metrics.items():
+            metrics[name] = metric(image, art.original)
+            metrics[f"{name}_vs_clean"] = metric(image, art.clean[cell.decode_seed])
+            metrics[f"clean_{name}"] = art.clean_metrics[cell.decode_seed][name]
+        return DecodeRecord(
+            status=Status.OK.value,
+            error_type=None,
+            error_message=None,
+            output_sha256=pixels_sha256(image),
+            metrics=metrics,
+            reconstruct_s=reconstruct_s,
+            metrics_s=time.perf_counter() - t0,
+            **base,
+        )
+
+    def cell_row(
+        self, cell: Cell, art: Artifacts, channel: ChannelResult, record: DecodeRecord, memoised: bool, corrupt_s: float
+    ) -> dict[str, Any]:
+        pixels = cell.height * cell.width
+        n_bytes = len(art.encoded.bitstream.data)
+        header = art.encoded.bitstream.header_bytes
+        return {
+            "key": cell.key,
+            "dataset": cell.dataset,
+            "dataset_version": cell.dataset_version,
+            "image_id": cell.image_id,
+            "image_sha256": cell.image_sha256,
+            "height": cell.height,
+            "width": cell.width,
+            "preprocessing": cell.preprocessing,
+            "codec": cell.codec,
+            "codec_label": cell.codec_label,
+            "codec_config": cell.codec_config,
+            "codec_fingerprint": cell.codec_fingerprint,
+            "weights_hash": cell.weights_hash,
+            "corruption": cell.corruption,
+            "params": cell.params,
+            "level": cell.level,
+            "scope": cell.scope,
+            "fec": cell.fec,
+            "suite_seed": cell.suite_seed,
+            "replicate": cell.replicate,
+            "decode_seed": cell.decode_seed,
+            "status": record.status,
+            "error_type": record.error_type,
+            "error_message": record.error_message,
+            "bytes_total": n_bytes,
+            "bytes_header": header,
+            "bpp": 8.0 * n_bytes / pixels,
+            "header_bpp": 8.0 * header / pixels,
+            "bits_exposed": channel.bits_exposed,
+            "expected_flips": channel.expected_flips,
+            "actual_flips": channel.actual_flips,
+            "p_error_free": channel.p_error_free,
+            "channel": channel.extra,
+            "stream_sha256": sha256_bytes(channel.data),
+            "decode_key": record.decode_key,
+            "memoised": int(memoised),
+            "metrics": record.metrics,
+            "corrupt_s": corrupt_s,
+            "encode_s": art.encoded.encode_s,
+            "finished_at": datetime.now(UTC).isoformat(),
+        }
+
+
+def _clean_channel(data: bytes) -> ChannelResult:
+    """The channel record of a cell whose corruption acts on latents: the stream crosses untouched."""
+    return ChannelResult(data=data, bits_exposed=0, expected_flips=0.0, actual_flips=0, p_error_free=1.0)
+
+
+def run(opts: RunOptions) -> RunResult:
+    """Run (or resume) a suite; returns counts. Raises SuiteError/ControlError before writing a table."""
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    plan = make_plan(opts)
+    if not plan.cells:
+        raise SuiteError("the suite (after --codec/--dataset/--limit-images filters) has no cells")
+    out = opts.out
+    if opts.fresh and out.exists():
+        for name in ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "summary.csv", "summary.md"):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "cache", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(out / "results.sqlite")
+    try:
+        return _execute(opts, plan, store, started, tqdm)
+    finally:
+        store.close()
+
+
+def _execute(opts: RunOptions, plan: Plan, store: ResultStore, started: float, tqdm: Any) -> RunResult:
+    suite = opts.suite
+    store.record_provenance(
+        datetime.now(UTC).isoformat(),
+        provenance.collect(
+            {
+                "suite_name": suite.name,
+                "suite_path": suite.path,
+                "suite_sha256": suite.sha256,
+                "suite_text": suite.text,
+                "workers": opts.workers,
+                "timeout_s": suite.timeout_s,
+                "image_subsets": plan.subsets,
+                "planned_cells": len(plan.cells),
+            }
+        ),
+    )
+    done = store.done_keys()
+    pending = [c for c in plan.cells if c.key not in done]
+    runner = Runner(opts, plan)
+    statuses: Counter = Counter()
+    memo: dict[str, DecodeRecord] = {}
+    persisted: set[str] = set()
+    decodes = memo_hits = 0
+    preload = tuple(sorted({type(c).__module__ for c in plan.codecs.values()}))
+    with WorkerPool(opts.workers, suite.timeout_s, preload=preload) as pool:
+        if pending:
+            runner.run_controls(pending, pool, memo)
+        bar = tqdm(total=len(pending), desc=suite.name, unit="cell", disable=not opts.progress, smoothing=0.05)
+        inflight: dict[str, tuple[Future, list[tuple[Cell, ChannelResult, float]]]] = {}
+
+        def finalize(cell: Cell, channel: ChannelResult, record: DecodeRecord, memoised: bool, dt: float) -> None:
+            nonlocal memo_hits
+            if record.decode_key not in persisted:
+                persisted.add(record.decode_key)
+                new = store.decode(record.decode_key) is None
+            else:
+                new = False
+            art = runner.artifacts(cell)
+            store.write_cell(runner.cell_row(cell, art, channel, record, memoised, dt), record, new)
+            memo_hits += int(memoised)
+            statuses[record.status] += 1
+            bar.update(1)
+            bar.set_postfix({k: v for k, v in sorted(statuses.items())}, refresh=False)
+
+        def drain(block_until: int) -> None:
+            nonlocal decodes
+            while len(inflight) > block_until:
+                done_futures, _ = wait([f for f, _ in inflight.values()], return_when=FIRST_COMPLETED)
+                for dkey in [k for k, (f, _) in inflight.items() if f in done_futures]:
+                    future, waiters = inflight.pop(dkey)
+                    first = waiters[0][0]
+                    latent = plan.corruption_of(first) if plan.corruption_of(first).acts_on == "latent" else None
+                    record = runner.finish_decode(dkey, future.result(), first, runner.artifacts(first), latent)
+                    memo[dkey] = record
+                    decodes += 1
+                    for i, (cell, channel, dt) in enumerate(waiters):
+                        finalize(cell, channel, record, memoised=i > 0, dt=dt)
+
+        window = 4 * opts.workers
+        for cell in pending:
+            art = runner.artifacts(cell)
+            corruption = plan.corruption_of(cell)
+            t0 = time.perf_counter()
+            data = art.encoded.bitstream.data
+            if corruption.acts_on == "bitstream":
+                channel = corruption.apply(data, art.encoded.bitstream.ranges(cell.scope), cell.rng())
+                dkey = decode_key(cell.codec_fingerprint, sha256_bytes(channel.data), cell.decode_seed)
+            else:
+                channel = _clean_channel(data)
+                dkey = decode_key(cell.codec_fingerprint, art.encoded.stream_sha256, cell.decode_seed, cell.key)
+            dt = time.perf_counter() - t0
+            if dkey in memo:
+                finalize(cell, channel, memo[dkey], memoised=True, dt=dt)
+            elif dkey in inflight:
+                inflight[dkey][1].append((cell, channel, dt))
+            else:
+                inflight[dkey] = (pool.submit(runner.codec_of(cell).spec(), channel.data), [(cell, channel, dt)])
+                drain(window)
+        drain(0)
+        bar.close()
+        restarts = pool.restarts
+    return RunResult(
+        out=opts.out,
+        planned_keys=[c.key for c in plan.cells],
+        metrics=tuple(plan.metrics),
+        planned=len(plan.cells),
+        already_done=len(plan.cells) - len(pending),
+        computed=len(pending),
+        decodes=decodes,
+        memo_hits=memo_hits,
+        worker_restarts=restarts,
+        statuses=statuses,
+        seconds=time.perf_counter() - started,
+    )

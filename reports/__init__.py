@@ -1,0 +1,1 @@
+"""Tables, plots and report builders over a run's results store."""

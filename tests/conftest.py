@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))  # fake_codecs must import the same way in decode workers
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fake_codecs() -> None:
+    import fake_codecs
+
+    fake_codecs.register()
+
+
+def write_suite(
+    path: Path,
+    *,
+    codecs: str,
+    corruptions: str,
+    seeds: int = 2,
+    timeout_s: float = 30,
+    limit_images: int = 2,
+    name: str = "t",
+) -> Path:
+    path.write_text(
+        f'name = "{name}"\nseed = 7\nseeds = {seeds}\nmetrics = ["psnr"]\ntimeout_s = {timeout_s}\n'
+        f'[[datasets]]\nname = "samples"\nlimit_images = {limit_images}\n{codecs}\n{corruptions}\n'
+    )
+    return path

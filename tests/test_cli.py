@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+from harness.cli import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--suite", "nope"], "unknown suite 'nope'"),
+        (["--seeds", "0", "--suite", "demo"], "positive integer"),
+        (["--suite", "demo", "--codec", "jpeg3000"], "codec jpeg3000 not in this suite"),
+        ([], "give --suite"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_demo_suite_runs_and_second_call_does_no_new_work(tmp_path):
+    cmd = [
+        sys.executable,
+        "evaluate.py",
+        "--suite",
+        "demo",
+        "--limit-images",
+        "2",
+        "--seeds",
+        "1",
+        "--out",
+        str(tmp_path / "demo"),
+        "--no-progress",
+    ]
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "| jpeg2000@0.25bpp" in first.stdout and "fail % [95% CI]" in first.stdout
+    assert (tmp_path / "demo" / "summary.csv").is_file() and (tmp_path / "demo" / "summary.md").is_file()
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "12 cells planned, 12 already done, 0 computed" in second.stdout
