@@ -81,6 +81,17 @@ def encode_key(image_sha256: str, height: int, width: int, preprocessing: str, c
     )
 
 
-def decode_key(codec_fingerprint: str, stream_sha256: str, decode_seed: int, latent: Any = None) -> str:
-    """Identical byte strings (e.g. zero flips at low BER) decode once: memoise on what is decoded."""
-    return key_of({"codec": codec_fingerprint, "stream": stream_sha256, "decode_seed": decode_seed, "latent": latent})
+def decode_key(
+    codec_fingerprint: str, stream_sha256: str, decode_seed: int, reference_sha256: str, latent: Any = None
+) -> str:
+    """Identical byte strings (e.g. zero flips at low BER) decode once: memoise on what is decoded, and on
+    the image it is measured against (two images can share a low-rate stream, not their metrics)."""
+    return key_of(
+        {
+            "codec": codec_fingerprint,
+            "stream": stream_sha256,
+            "decode_seed": decode_seed,
+            "reference": reference_sha256,
+            "latent": latent,
+        }
+    )

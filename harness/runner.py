@@ -271,7 +271,7 @@ class Runner:
             corruption = self.plan.corruption_of(cell)
             art = self.artifacts(cell)
             data = art.encoded.bitstream.data
-            dkey = decode_key(cell.codec_fingerprint, art.encoded.stream_sha256, cell.decode_seed)
+            dkey = decode_key(cell.codec_fingerprint, art.encoded.stream_sha256, cell.decode_seed, cell.image_sha256)
             if (cell.encode_key, cell.corruption, cell.scope) not in seen:
                 seen.add((cell.encode_key, cell.corruption, cell.scope))
                 identity = type(corruption)(**type(corruption).identity_params())
@@ -516,11 +516,15 @@ def _execute(opts: RunOptions, plan: Plan, store: ResultStore, started: float, t
             data = art.encoded.bitstream.data
             if corruption.acts_on == "bitstream":
                 channel = corruption.apply(data, art.encoded.bitstream.ranges(cell.scope), cell.rng())
-                dkey = decode_key(cell.codec_fingerprint, sha256_bytes(channel.data), cell.decode_seed)
-            else:
-                channel = _clean_channel(data)
-                dkey = decode_key(cell.codec_fingerprint, art.encoded.stream_sha256, cell.decode_seed, cell.key)
+                latent_key = None
+            else:  # a latent draw depends on the cell's own RNG: nothing to share
+                channel, latent_key = _clean_channel(data), cell.key
             dt = time.perf_counter() - t0
+            dkey = decode_key(
+                cell.codec_fingerprint, sha256_bytes(channel.data), cell.decode_seed, cell.image_sha256, latent_key
+            )
+            if dkey not in memo and dkey not in inflight and (earlier := store.decode(dkey)) is not None:
+                memo[dkey] = earlier  # decoded by an earlier, interrupted run of this directory
             if dkey in memo:
                 finalize(cell, channel, memo[dkey], memoised=True, dt=dt)
             elif dkey in inflight:
