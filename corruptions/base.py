@@ -5,7 +5,9 @@ A plugin declares where it acts:
 * ``bitstream``: bytes -> bytes, restricted to the byte ranges of a scope (``all``, ``payload``,
   ``header`` or a codec-named segment). The harness resolves the scope to ranges from the codec's segment
   map; the plugin only sees the exposed bytes, concatenated in stream order.
-* ``latent``: decoded state -> state at a codec-declared hook point, between ``parse`` and ``reconstruct``.
+* ``latent``: array -> array at a codec-declared hook point inside ``reconstruct`` (``y_hat``,
+  ``c_latent``, ...). The array it receives is the clean latent at that point (the stream is untouched in a
+  latent cell), so relative units (× the clean latent's std) are measured on it.
 
 Parameters are a frozen dataclass with units in the field names; every draw comes from the ``rng`` the
 harness derives from the cell key (never a global RNG).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -127,5 +130,9 @@ class LatentCorruption(Corruption):
     acts_on: ClassVar[Literal["bitstream", "latent"]] = "latent"
 
     @abstractmethod
-    def apply(self, state: dict[str, Any], hook: str, rng: np.random.Generator) -> dict[str, Any]:
-        """Return a new state with ``state[hook]`` corrupted (never modify ``state`` in place)."""
+    def corrupt(self, latent: Any, rng: np.random.Generator) -> Any:
+        """Return a corrupted copy of ``latent`` (a NumPy array or torch tensor; never modify it in place)."""
+
+    def hook_for(self, hook: str, rng: np.random.Generator) -> Callable[[str, Any], Any]:
+        """The ``hook(name, array)`` callback ``reconstruct`` calls: corrupts only at ``hook``."""
+        return lambda name, latent: self.corrupt(latent, rng) if name == hook else latent

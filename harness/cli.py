@@ -1,12 +1,17 @@
-"""Command line: ``python evaluate.py --suite NAME [...]`` and ``python evaluate.py --list``.
+"""Command line: ``python evaluate.py --suite NAME [...]``, ``python evaluate.py --list`` and subcommands
+``python evaluate.py COMMAND ...`` (see :data:`COMMANDS`).
 
 Only this module turns exceptions into exit codes: user errors print one line and exit 2; a failed
 control exits 3; an interrupted run exits 130 (finished cells are kept; run again to resume).
+
+A subcommand is a module with ``add_arguments(parser)`` and ``run(args) -> int``, named lazily in
+:data:`COMMANDS` so that ``--list`` or a suite run imports none of them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -19,6 +24,10 @@ from harness.registry import CODECS, CORRUPTIONS, DATASETS, METRICS, RegistryErr
 
 class UsageError(Exception):
     pass
+
+
+#: Subcommands: name -> (module, one-line help). Modules are imported only when their command runs.
+COMMANDS: dict[str, tuple[str, str]] = {}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,7 +50,12 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="evaluate.py", description="Robustness evaluation of image codecs (see README).")
+    commands = "; ".join(f"{n}: {h}" for n, (_, h) in COMMANDS.items())
+    p = _Parser(
+        prog="evaluate.py",
+        description="Robustness evaluation of image codecs (see README)."
+        + (f" Subcommands (evaluate.py COMMAND --help): {commands}" if commands else ""),
+    )
     p.add_argument("--suite", help="suite name (harness/suites/NAME.toml) or path to a suite TOML file")
     p.add_argument("--list", action="store_true", help="list suites, codecs, corruptions, datasets, metrics")
     p.add_argument("--codec", type=_names, default=(), help="only these codec labels or names (comma-separated)")
@@ -101,15 +115,25 @@ def run_suite(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_command(name: str, argv: list[str]) -> int:
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = _Parser(prog=f"evaluate.py {name}", description=help_text)
+    module.add_arguments(parser)
+    return int(module.run(parser.parse_args(argv)))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        if argv and argv[0] in COMMANDS:
+            return run_command(argv[0], argv[1:])
+        args = build_parser().parse_args(argv)
         if args.list:
             print(list_everything())
             return 0
         if not args.suite:
-            raise UsageError("give --suite NAME (or --list)")
+            raise UsageError("give --suite NAME, --list, or a subcommand: " + (", ".join(COMMANDS) or "none yet"))
         return run_suite(args)
     except (UsageError, SuiteError, RegistryError, CodecError, DatasetError) as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)

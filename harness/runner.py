@@ -241,9 +241,10 @@ class Runner:
             image = self.cache.load_clean(key, seed)
             if image is None:
                 image = codec.decode(encoded.bitstream.data, seed)
-                problem = check_output(image, original.shape)
+                problem = check_output(image, codec.decoded_shape(cell.height, cell.width))
                 if problem:
                     raise ControlError(f"{cell.codec_label} on {entry.id}: clean decode is invalid: {problem}")
+                image = np.ascontiguousarray(image[: cell.height, : cell.width])
                 self.cache.store_clean(key, seed, image)
             clean[seed] = image
             clean_metrics[seed] = {name: m(image, original) for name, m in self.plan.metrics.items()}
@@ -328,12 +329,11 @@ class Runner:
                 metrics={},
                 **base,
             )
-        state = outcome.state or {}
-        if latent is not None:
-            state = latent.apply(state, cell.scope, cell.rng())
+        hook = latent.hook_for(cell.scope, cell.rng()) if latent is not None else None
+        codec = self.codec_of(cell)
         t0 = time.perf_counter()
         try:
-            image = self.codec_of(cell).reconstruct(state, cell.decode_seed)
+            image = codec.reconstruct(outcome.state or {}, cell.decode_seed, hook)
         except Exception as exc:  # garbage latents may break reconstruct: a status, not a crash
             return DecodeRecord(
                 status=Status.EXCEPTION.value,
@@ -345,7 +345,7 @@ class Runner:
                 **base,
             )
         reconstruct_s = time.perf_counter() - t0
-        problem = check_output(image, art.original.shape)
+        problem = check_output(image, codec.decoded_shape(cell.height, cell.width))
         if problem:
             return DecodeRecord(
                 status=Status.INVALID_OUTPUT.value,
@@ -356,6 +356,7 @@ class Runner:
                 reconstruct_s=reconstruct_s,
                 **base,
             )
+        image = image[: cell.height, : cell.width]  # crop codec padding: metrics see original pixels only
         t0 = time.perf_counter()
         metrics: dict[str, float] = {}
         for name, metric in self.plan.metrics.items():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from corruptions.base import LatentCorruption
-from harness.codecs.base import Bitstream, Codec, DecodedState, check_image
+from harness.codecs.base import Bitstream, Codec, DecodedState, LatentHook, check_image
 from harness.registry import CODECS, CORRUPTIONS
 
 HEADER = struct.Struct(">II32s")
@@ -61,8 +61,9 @@ class FakeCodec(Codec):
             time.sleep(self.options.sleep_s)
         return {"image": image}
 
-    def reconstruct(self, state: DecodedState, decode_seed: int) -> np.ndarray:
-        return state["image"]
+    def reconstruct(self, state: DecodedState, decode_seed: int, hook: LatentHook | None = None) -> np.ndarray:
+        image = state["image"]
+        return hook("image", image) if hook else image
 
 
 class NondeterministicCodec(FakeCodec):
@@ -70,7 +71,7 @@ class NondeterministicCodec(FakeCodec):
 
     name = "fake_nondeterministic"
 
-    def reconstruct(self, state: DecodedState, decode_seed: int) -> np.ndarray:
+    def reconstruct(self, state: DecodedState, decode_seed: int, hook: LatentHook | None = None) -> np.ndarray:
         image = state["image"].copy()
         image[0, 0, 0] ^= np.uint8(os.getpid() & 0xFF or 1) ^ np.uint8(time.perf_counter_ns() & 0xFF)
         return image
@@ -81,7 +82,7 @@ class BrokenCodec(FakeCodec):
 
     name = "fake_broken"
 
-    def reconstruct(self, state: DecodedState, decode_seed: int) -> np.ndarray:
+    def reconstruct(self, state: DecodedState, decode_seed: int, hook: LatentHook | None = None) -> np.ndarray:
         return 255 - state["image"]
 
 
@@ -98,10 +99,9 @@ class AdditiveNoise(LatentCorruption):
     def identity_params(cls) -> dict:
         return {"amp": 0}
 
-    def apply(self, state: DecodedState, hook: str, rng: np.random.Generator) -> DecodedState:
-        x = state[hook].astype(np.int16)
-        noise = rng.integers(-self.params.amp, self.params.amp + 1, size=x.shape)
-        return {**state, hook: np.clip(x + noise, 0, 255).astype(np.uint8)}
+    def corrupt(self, latent: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        noise = rng.integers(-self.params.amp, self.params.amp + 1, size=latent.shape)
+        return np.clip(latent.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
 
 def register() -> None:

@@ -3,19 +3,24 @@
 ::
 
     image (uint8 HxWx3) --encode--> Bitstream(data, segments)           [trusted, runs once per image]
-    bytes (maybe corrupted) --parse--> DecodedState {hook: array}       [UNTRUSTED: isolated worker]
-    DecodedState (maybe latent-corrupted) --reconstruct--> uint8 image  [trusted, main process / GPU]
+    bytes (maybe corrupted) --parse--> DecodedState {name: array}       [UNTRUSTED: isolated worker]
+    DecodedState --reconstruct(state, seed, hook)--> uint8 image        [trusted, main process / GPU]
 
 ``parse`` is the only code that touches corrupted bytes, so it is the only code that must run in a
 subprocess that may crash or hang. Whatever ``parse`` returns crosses a process boundary: keep it to
-NumPy arrays and plain Python values. Latent corruptions act on the named entries of the state
-(the codec's ``hooks``) between the two halves.
+NumPy arrays and plain Python values.
+
+Latent corruptions act at the codec's declared ``hooks``: ``reconstruct`` calls ``hook(name, array)`` at
+each hook point (e.g. RDEIC's ``y_hat`` on entry, ``c_latent`` and ``guide_hint`` mid-way) and continues
+with what it returns. The output has the codec's ``decoded_shape`` (padding included); the harness checks
+it and crops to the original size before any metric.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -24,6 +29,8 @@ import numpy as np
 from harness.hashing import key_of
 
 DecodedState = dict[str, Any]
+#: ``hook(name, array) -> array``: called by ``reconstruct`` at each declared hook point.
+LatentHook = Callable[[str, Any], Any]
 
 #: Scopes every bitstream exposes; codecs may add named segments of their own.
 BUILTIN_SCOPES = ("all", "payload", "header")
@@ -153,8 +160,13 @@ class Codec(ABC):
         """Untrusted half of decoding: bytes (possibly corrupted) to decoded state. Runs isolated."""
 
     @abstractmethod
-    def reconstruct(self, state: DecodedState, decode_seed: int) -> np.ndarray:
-        """Trusted half of decoding: state to the uint8 image a user would see."""
+    def reconstruct(self, state: DecodedState, decode_seed: int, hook: LatentHook | None = None) -> np.ndarray:
+        """Trusted half of decoding: state to the uint8 image of ``decoded_shape`` a user would see,
+        passing each hook point's array through ``hook`` when given."""
+
+    def decoded_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """Shape ``reconstruct`` returns for an original of ``height`` x ``width`` (codecs that pad say so)."""
+        return (height, width, 3)
 
     def decode(self, data: bytes, decode_seed: int = 0) -> np.ndarray:
         """Both halves in-process: only for bytes the harness produced itself (clean streams)."""

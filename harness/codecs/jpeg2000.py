@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.codecs.base import Bitstream, Codec, CodecError, DecodedState, check_image
+from harness.codecs.base import Bitstream, Codec, CodecError, DecodedState, LatentHook, check_image
 from harness.openjpeg import import_glymur, openjpeg_version
 
 SOC = 0xFF4F
@@ -100,5 +100,5 @@ class JPEG2000(Codec):
             os.unlink(path)
         return {"image": np.asarray(image)}
 
-    def reconstruct(self, state: DecodedState, decode_seed: int) -> np.ndarray:
+    def reconstruct(self, state: DecodedState, decode_seed: int, hook: LatentHook | None = None) -> np.ndarray:
         return state["image"]

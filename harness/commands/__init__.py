@@ -1,0 +1,1 @@
+"""Subcommands of ``evaluate.py`` (one module each; see ``harness.cli.COMMANDS``)."""
