@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[all,test]'
+	$(PY) -m pip install --quiet --no-deps 'pyiqa==0.1.16'  # its declared tree is heavy and unused: see pyproject [metrics]
 	$(PY) -m harness.openjpeg
+	$(PY) -c "from harness.codecs.rdeic.bitstream import import_torchac; import_torchac()"  # builds torchac once (~30 s)
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -27,6 +29,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_workers.py
+	$(PY) benchmarks/bench_rdeic.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

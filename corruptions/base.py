@@ -113,6 +113,10 @@ class BitstreamCorruption(Corruption):
     def p_error_free(self, n_bits: int) -> float:
         """Probability that a stream exposing ``n_bits`` crosses the channel untouched."""
 
+    def extra(self) -> dict[str, Any]:
+        """Derived channel parameters stored with the cell (e.g. Gilbert–Elliott transition probabilities)."""
+        return {}
+
     def apply(self, data: bytes, ranges: tuple[tuple[int, int], ...], rng: np.random.Generator) -> ChannelResult:
         exposed = gather(data, ranges)
         n_bits = exposed.size * 8
@@ -123,6 +127,7 @@ class BitstreamCorruption(Corruption):
             expected_flips=self.expected_flips(n_bits),
             actual_flips=popcount(exposed ^ flipped),
             p_error_free=self.p_error_free(n_bits),
+            extra=self.extra(),
         )
 
 

@@ -82,10 +82,16 @@ def encode_key(image_sha256: str, height: int, width: int, preprocessing: str, c
 
 
 def decode_key(
-    codec_fingerprint: str, stream_sha256: str, decode_seed: int, reference_sha256: str, latent: Any = None
+    codec_fingerprint: str,
+    stream_sha256: str,
+    decode_seed: int,
+    reference_sha256: str,
+    latent: Any = None,
+    metrics: tuple[str, ...] = (),
 ) -> str:
-    """Identical byte strings (e.g. zero flips at low BER) decode once: memoise on what is decoded, and on
-    the image it is measured against (two images can share a low-rate stream, not their metrics)."""
+    """Identical byte strings (e.g. zero flips at low BER) decode once: memoise on what is decoded, on the
+    image it is measured against (two images can share a low-rate stream, not their metrics) and on the
+    metric set (a resumed run with new metrics must not reuse records that lack them)."""
     return key_of(
         {
             "codec": codec_fingerprint,
@@ -93,5 +99,6 @@ def decode_key(
             "decode_seed": decode_seed,
             "reference": reference_sha256,
             "latent": latent,
+            "metrics": sorted(metrics),
         }
     )

@@ -27,7 +27,12 @@ class UsageError(Exception):
 
 
 #: Subcommands: name -> (module, one-line help). Modules are imported only when their command runs.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "datasets": ("harness.commands.datasets", "list datasets, verify a local copy (counts, checksums), fetch one"),
+    "metrics": ("harness.commands.metrics", "list metrics and whether their weights are present (metrics check)"),
+    "report": ("harness.commands.report", "write report.html and report.md (tables, plots) for a run directory"),
+    "regress": ("harness.commands.regress", "compare a run's summary with a committed baseline within tolerances"),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="run directory (default runs/<suite>); re-running resumes")
     p.add_argument("--fresh", action="store_true", help="discard the run directory's results and cache first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--rdeic-ckpt", help="RDEIC checkpoint (e.g. rdeic_2_step2.ckpt): sets the rdeic codec's rdeic_ckpt")
+    p.add_argument("--sd-ckpt", help="SD 2.1 checkpoint (v2-1_512-ema-pruned.ckpt): sets the rdeic codec's sd_ckpt")
     return p
 
 
@@ -77,11 +84,13 @@ def list_everything() -> str:
 
 
 def run_suite(args: argparse.Namespace) -> int:
+    from harness.codecs.rdeic.flags import with_weight_flags
     from harness.runner import ControlError, RunOptions, run
     from harness.store import ResultStore
     from reports.tables import write_summary
 
     suite = load_suite(args.suite)
+    suite = with_weight_flags(suite, args.rdeic_ckpt, args.sd_ckpt)  # no-op without the flags
     out = args.out or Path("runs") / suite.name
     opts = RunOptions(
         suite=suite,
@@ -104,7 +113,7 @@ def run_suite(args: argparse.Namespace) -> int:
         cells = store.cells_frame(result.planned_keys)
     finally:
         store.close()
-    text = write_summary(out, cells, result.metrics, f"{suite.name}: {out}")
+    text = write_summary(out, cells, suite.metrics, f"{suite.name}: {out}")  # unavailable ones: "not computed"
     print(text)
     print(
         f"{result.planned} cells planned, {result.already_done} already done, {result.computed} computed "
@@ -112,6 +121,12 @@ def run_suite(args: argparse.Namespace) -> int:
         f"{result.worker_restarts} worker restarts) in {result.seconds:.1f} s. Results: {out}/results.sqlite, "
         f"{out}/summary.csv, {out}/summary.md"
     )
+    try:  # the report is a view of stored results: its failure never loses them
+        from reports.report import build
+
+        print(f"Report: {build(out).html}")
+    except Exception as exc:
+        print(f"evaluate.py: report not written ({type(exc).__name__}: {exc}); results are kept", file=sys.stderr)
     return 0
 
 

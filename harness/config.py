@@ -9,7 +9,7 @@ Example (``harness/suites/bit_errors.toml``)::
     metrics = ["psnr"]
 
     [[datasets]]
-    name = "samples"
+    name = "samples"         # also path, split, hub_id, limit_images, preprocessing, ... (README "Datasets")
 
     [[codecs]]
     codec = "jpeg2000"
@@ -41,9 +41,24 @@ class SuiteError(ValueError):
 
 @dataclass(frozen=True)
 class DatasetConfig:
+    """One ``[[datasets]]`` entry. ``preprocessing`` is the canonical policy string (harness/preprocess.py);
+    ``None`` means the dataset card's default. ``path`` / ``split`` / ``hub_id`` / ``options`` go to the loader
+    (harness/datasets/loaders.py); ``min_side`` / ``max_pixels`` bound image sizes (smaller or larger images
+    are recorded as skipped, the run goes on)."""
+
     name: str
-    preprocessing: str = "none"
+    preprocessing: str | None = None
     limit_images: int | None = None
+    path: str | None = None
+    split: str | None = None
+    hub_id: str | None = None
+    min_side: int = 0
+    max_pixels: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def loader_options(self) -> dict[str, Any]:
+        opts = {"path": self.path, "split": self.split, "hub_id": self.hub_id, "max_pixels": self.max_pixels}
+        return {**{k: v for k, v in opts.items() if v is not None}, **self.options}
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,8 @@ class CodecConfig:
     codec: str
     label: str
     options: dict[str, Any] = field(default_factory=dict)
+    #: label of another codec config in the suite whose bpp this one matches, image by image
+    match_rate_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +75,8 @@ class CorruptionConfig:
     corruption: str
     scopes: tuple[str, ...] = ("all",)
     grid: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    #: FEC layers to cross with the grid (``None``: no FEC); each a dict of corruptions.fec.FECConfig fields
+    fec: tuple[dict[str, Any] | None, ...] = (None,)
 
     def levels(self) -> list[dict[str, Any]]:
         """The Cartesian product of the grid, in file order."""
@@ -103,6 +122,47 @@ def _int(value: Any, where: str, minimum: int) -> int:
     return value
 
 
+_DATASET_KEYS = {
+    "name",
+    "preprocessing",
+    "limit_images",
+    "path",
+    "split",
+    "hub_id",
+    "min_side",
+    "max_pixels",
+    "options",
+}
+
+
+def _dataset_config(raw: Any, where: str) -> DatasetConfig:
+    from harness.preprocess import PolicyError, canonical_policy
+
+    d = _table(raw, where, _DATASET_KEYS, {"name"})
+    for key in ("path", "split", "hub_id"):
+        if key in d and (not isinstance(d[key], str) or not d[key]):
+            raise SuiteError(f"{where}.{key}: expected a non-empty string, got {d[key]!r}")
+    options = d.get("options", {})
+    if not isinstance(options, dict):
+        raise SuiteError(f"{where}.options: expected a table of loader options")
+    try:
+        prep = None if d.get("preprocessing") is None else canonical_policy(d["preprocessing"])
+    except PolicyError as exc:
+        raise SuiteError(f"{where}.preprocessing: {exc}") from None
+    limit, max_pixels = d.get("limit_images"), d.get("max_pixels")
+    return DatasetConfig(
+        name=d["name"],
+        preprocessing=prep,
+        limit_images=None if limit is None else _int(limit, f"{where}.limit_images", 1),
+        path=d.get("path"),
+        split=d.get("split"),
+        hub_id=d.get("hub_id"),
+        min_side=_int(d.get("min_side", 0), f"{where}.min_side", 0),
+        max_pixels=None if max_pixels is None else _int(max_pixels, f"{where}.max_pixels", 1),
+        options=dict(options),
+    )
+
+
 def parse_suite(text: str, path: str = "<string>") -> Suite:
     try:
         raw = tomllib.loads(text)
@@ -127,32 +187,34 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
     )
     datasets = []
     for i, d in enumerate(top["datasets"]):
-        d = _table(d, f"{path}: datasets[{i}]", {"name", "preprocessing", "limit_images"}, {"name"})
-        limit = d.get("limit_images")
-        datasets.append(
-            DatasetConfig(
-                d["name"],
-                d.get("preprocessing", "none"),
-                None if limit is None else _int(limit, f"datasets[{i}].limit_images", 1),
-            )
-        )
+        datasets.append(_dataset_config(d, f"{path}: datasets[{i}]"))
     codecs = []
     for i, c in enumerate(top["codecs"]):
-        c = _table(c, f"{path}: codecs[{i}]", {"codec", "label", "options"}, {"codec"})
-        codecs.append(CodecConfig(c["codec"], c.get("label", c["codec"]), dict(c.get("options", {}))))
+        c = _table(c, f"{path}: codecs[{i}]", {"codec", "label", "options", "match_rate_of"}, {"codec"})
+        codecs.append(
+            CodecConfig(c["codec"], c.get("label", c["codec"]), dict(c.get("options", {})), c.get("match_rate_of"))
+        )
     labels = [c.label for c in codecs]
     if len(set(labels)) != len(labels):
         raise SuiteError(f"{path}: codec labels must be unique, got {labels}")
     corruptions = []
     for i, c in enumerate(top["corruptions"]):
-        c = _table(c, f"{path}: corruptions[{i}]", {"corruption", "scopes", "grid"}, {"corruption"})
+        c = _table(c, f"{path}: corruptions[{i}]", {"corruption", "scopes", "grid", "fec"}, {"corruption"})
         grid = c.get("grid", {})
         if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
             raise SuiteError(f"{path}: corruptions[{i}].grid maps each parameter to a non-empty list")
         scopes = c.get("scopes", ["all"])
         if not isinstance(scopes, list) or not scopes:
             raise SuiteError(f"{path}: corruptions[{i}].scopes is a non-empty list")
-        corruptions.append(CorruptionConfig(c["corruption"], tuple(scopes), {k: tuple(v) for k, v in grid.items()}))
+        fec = c.get("fec", [None])
+        if isinstance(fec, dict):
+            fec = [fec]
+        if isinstance(fec, list):
+            fec = [None if f == "none" else f for f in fec]  # "none": the same grid without FEC
+        if not isinstance(fec, list) or not fec or not all(f is None or isinstance(f, dict) for f in fec):
+            raise SuiteError(f'{path}: corruptions[{i}].fec is a table of RS parameters or a list of them and "none"')
+        grid_values = {k: tuple(v) for k, v in grid.items()}
+        corruptions.append(CorruptionConfig(c["corruption"], tuple(scopes), grid_values, tuple(fec)))
     timeout = top.get("timeout_s", 30.0)
     if not isinstance(timeout, int | float) or timeout <= 0:
         raise SuiteError(f"{path}: timeout_s must be a positive number of seconds")

@@ -1,8 +1,12 @@
 """Make OpenJPEG available to glymur without root, and say which library served a run.
 
-A fresh machine has no libopenjp2: glymur then imports silently and fails on every read/write. We use a
-system library when ``ctypes.util.find_library`` sees one, else the copy bundled in Pillow's wheel
-(``pillow.libs/libopenjp2-*.so*``). glymur reads its library path from a ``glymurrc`` found through
+A fresh machine has no libopenjp2: glymur then imports silently and fails on every read/write. We use the
+copy bundled in Pillow's wheel (``pillow.libs/libopenjp2-*.so*``) first: it comes with the pip-installed
+environment, so every machine that installs the project decodes with the same OpenJPEG, whatever apt has
+put on it (installing Chromium pulls Debian's 2.5.0, and 2.5.0 vs 2.5.4 changes how corrupted streams
+decode). ``HARNESS_OPENJP2=system`` selects the system library found by ``ctypes.util.find_library``
+instead, and ``HARNESS_OPENJP2=/path/to/libopenjp2.so`` any other; the choice is recorded with every run
+and is part of the JPEG2000 codec fingerprint. glymur reads its library path from a ``glymurrc`` found through
 ``XDG_CONFIG_HOME`` at import time, so we write one in a private folder and point ``XDG_CONFIG_HOME`` at it
 only while importing glymur. (Swapping glymur's library handle after import aborts the process.)
 """
@@ -35,18 +39,18 @@ def _pillow_openjp2() -> str | None:
 
 def locate_openjp2() -> tuple[str, str]:
     """(path or soname, origin) of the OpenJPEG library to use; origin is ``system`` or ``pillow``."""
-    explicit = os.environ.get("HARNESS_OPENJP2")
-    if explicit:
-        return explicit, "HARNESS_OPENJP2"
+    choice = os.environ.get("HARNESS_OPENJP2", "")
+    if choice and choice != "system":
+        return choice, "HARNESS_OPENJP2"
+    bundled = None if choice == "system" else _pillow_openjp2()
+    if bundled:
+        return bundled, "pillow"
     system = ctypes.util.find_library("openjp2")
     if system:
         return system, "system"
-    bundled = _pillow_openjp2()
-    if bundled:
-        return bundled, "pillow"
     raise OpenJPEGUnavailable(
-        "no OpenJPEG library found: install Debian's libopenjp2-7, or Pillow (whose wheel bundles one), "
-        "or set HARNESS_OPENJP2=/path/to/libopenjp2.so"
+        "no OpenJPEG library found: install Pillow (whose wheel bundles one) or Debian's libopenjp2-7 "
+        "(then HARNESS_OPENJP2=system), or set HARNESS_OPENJP2=/path/to/libopenjp2.so"
     )
 
 

@@ -12,8 +12,9 @@ import difflib
 import fnmatch
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -104,15 +105,64 @@ class Registry(Generic[T]):
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
 
+@dataclass(frozen=True)
+class Preset:
+    """A named configuration of a registered codec: a row, not a class (its cells store the resolved
+    options, so a preset changing later never relabels old results)."""
+
+    codec: str
+    options: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
 # The single table of built-ins. Keep these strings lazy: `--list` must not import torch.
 CODECS: Registry = Registry("codec", "harness.codecs")
 CODECS.register("jpeg2000", "harness.codecs.jpeg2000:JPEG2000")
+CODECS.register("rdeic", "harness.codecs.rdeic.codec:RDEIC")
+# JPEG2000 baselines named by configuration (METHODOLOGY.md §5): never pick one silently.
+CODECS.register("j2k-plain", Preset("jpeg2000", {"irreversible": True, "layers": 1}, "9/7, one layer, no markers"))
+CODECS.register(
+    "j2k-reversible",
+    Preset("jpeg2000", {"irreversible": False}, "reversible 5/3 (the published baseline's transform)"),
+)
+CODECS.register(
+    "j2k-resilient",
+    Preset("jpeg2000", {"sop": True, "eph": True, "modesw": 4 | 16 | 32}, "SOP + EPH + RESTART|ERTERM|SEGMARK"),
+)
+CODECS.register("j2k-layers", Preset("jpeg2000", {"layers": 5}, "5 quality layers"))
+CODECS.register(
+    "j2k-tiles",
+    Preset("jpeg2000", {"tile_size": 128, "precinct": 64, "codeblock": 32}, "128 px tiles, 64 px precincts"),
+)
 
 CORRUPTIONS: Registry = Registry("corruption", "harness.corruptions")
 CORRUPTIONS.register("bsc", "corruptions.bsc:BinarySymmetricChannel")
+CORRUPTIONS.register("burst", "corruptions.gilbert_elliott:GilbertElliott")
+CORRUPTIONS.register("burst_fixed", "corruptions.burst_fixed:PublishedFixedBursts")
+CORRUPTIONS.register("latent_gaussian", "corruptions.latent_noise:LatentGaussian")
+CORRUPTIONS.register("mask_replace", "corruptions.latent_noise:MaskReplace")
 
 DATASETS: Registry = Registry("dataset", "harness.datasets")
 DATASETS.register("samples", "harness.datasets:BundledSamples")
+DATASETS.register("folder", "harness.datasets.loaders:FolderDataset")
+DATASETS.register("eurosat", "harness.datasets.loaders:EuroSAT")
+DATASETS.register("tu_berlin", "harness.datasets.loaders:TUBerlin")
+DATASETS.register("galaxy10", "harness.datasets.loaders:Galaxy10")
+DATASETS.register("kodak", "harness.datasets.loaders:Kodak")
+DATASETS.register("clic", "harness.datasets.loaders:CLIC")
+DATASETS.register("tecnick", "harness.datasets.loaders:Tecnick")
+DATASETS.register("lsdir", "harness.datasets.loaders:LSDIR")
+DATASETS.register("standin_astro", "harness.datasets.standins:StandInAstro")
+DATASETS.register("standin_sketch", "harness.datasets.standins:StandInSketch")
+DATASETS.register("standin_terrain", "harness.datasets.standins:StandInTerrain")
 
 METRICS: Registry = Registry("metric", "harness.metrics")
 METRICS.register("psnr", "harness.metrics:PSNR")
+METRICS.register("psnr_y", "harness.metrics:PSNR_Y")
+METRICS.register("ssim", "harness.metrics.torch_metrics:SSIM")
+METRICS.register("ms_ssim", "harness.metrics.torch_metrics:MS_SSIM")
+METRICS.register("ms_ssim_rgb", "harness.metrics.torch_metrics:MS_SSIM_RGB")
+METRICS.register("lpips", "harness.metrics.torch_metrics:LPIPS")
+METRICS.register("lpips_vgg", "harness.metrics.torch_metrics:LPIPS_VGG")
+METRICS.register("dists", "harness.metrics.torch_metrics:DISTS")
+METRICS.register("niqe", "harness.metrics.torch_metrics:NIQE")

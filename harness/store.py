@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS cells (
     bytes_total INTEGER NOT NULL, bytes_header INTEGER NOT NULL, bpp REAL NOT NULL, header_bpp REAL NOT NULL,
     bits_exposed INTEGER NOT NULL, expected_flips REAL NOT NULL, actual_flips INTEGER NOT NULL,
     p_error_free REAL NOT NULL, channel TEXT NOT NULL,
+    fec_overhead_bpp REAL NOT NULL, residual_flips INTEGER,
     stream_sha256 TEXT NOT NULL, decode_key TEXT NOT NULL REFERENCES decodes(decode_key),
     memoised INTEGER NOT NULL,
     metrics TEXT NOT NULL,

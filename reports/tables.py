@@ -6,10 +6,12 @@ printed beside it (METHODOLOGY.md §2, §7).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from harness.status import ALL_STATUSES, Status
@@ -21,14 +23,96 @@ GROUP = ["codec_label", "corruption", "scope", "level"]
 CLEAN_TOLERANCE_DB = 1.0
 
 
+#: The failure-rate ceiling of the threshold table (METHODOLOGY.md: "keeps failure rate ≤ 1%").
+THRESHOLD_FAILURE_RATE = 0.01
+
+
 def _level_sort_key(params: str) -> tuple:
     return tuple(v if isinstance(v, int | float) else str(v) for v in json.loads(params).values())
 
 
+def level_value(params: str | dict) -> float:
+    """The number a level is plotted against: ``ber`` when the corruption has one, else the first ``sigma*``
+    parameter, else the first numeric parameter (NaN when none)."""
+    p = json.loads(params) if isinstance(params, str) else params
+    for key in ["ber", *sorted(k for k in p if k.startswith("sigma")), *p]:
+        v = p.get(key)
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return float(v)
+    return math.nan
+
+
+def level_axis(params: str | dict) -> str:
+    """Name of the parameter :func:`level_value` picked (the x-axis label of plots)."""
+    p = json.loads(params) if isinstance(params, str) else params
+    for key in ["ber", *sorted(k for k in p if k.startswith("sigma")), *p]:
+        if isinstance(p.get(key), int | float) and not isinstance(p.get(key), bool):
+            return key
+    return "level"
+
+
+def varying_label(params: list[str | dict]) -> list[str]:
+    """For levels that share a plotted parameter, a label of the other parameters whose values differ among
+    them (e.g. ``mean_burst_bits=64``); empty strings when nothing else varies."""
+    parsed = [json.loads(p) if isinstance(p, str) else p for p in params]
+    if not parsed:
+        return []
+    axis = level_axis(parsed[0])
+    keys = [k for k in parsed[0] if k != axis and len({json.dumps(p.get(k)) for p in parsed}) > 1]
+    return [",".join(f"{k}={p.get(k)}" for k in keys) for p in parsed]
+
+
+def series_of(params: str | dict) -> str:
+    """The parameters of a level other than the plotted one (e.g. ``mean_burst_bits=64``): levels that share
+    them form one line in plots and one walk in the threshold table."""
+    p = json.loads(params) if isinstance(params, str) else params
+    axis = level_axis(p)
+    return ",".join(f"{k}={v}" for k, v in p.items() if k != axis)
+
+
+def fec_label(fec: object) -> str:
+    """A short label of a cell's FEC column (JSON in the store): 'none' without FEC."""
+    value = json.loads(fec) if isinstance(fec, str) else fec
+    if not value:
+        return "none"
+    return ",".join(f"{k}={v}" for k, v in sorted(value.items()))
+
+
+def _groups(cells: pd.DataFrame) -> list[str]:
+    return [*GROUP, "fec_label"] if "fec_label" in cells else list(GROUP)
+
+
+def prepare(cells: pd.DataFrame) -> pd.DataFrame:
+    """Derived columns every table uses: numeric level, FEC label (when the store has an FEC column)."""
+    cells = cells.copy()
+    cells["level_value"] = [level_value(p) for p in cells["params"]] if len(cells) else []
+    if "fec" in cells:
+        labels = [fec_label(f) for f in cells["fec"]]
+        if any(label != "none" for label in labels):  # a FEC column only where some cell has FEC
+            cells["fec_label"] = labels
+    return cells
+
+
+def _metric_stats(values: pd.Series) -> tuple[float, float, float, int]:
+    """(mean, low, high, n) of a metric over the cells that have a value (NaN = not computed)."""
+    x = values.dropna().to_numpy(dtype=float)
+    mean, lo, hi = mean_interval(x) if len(x) else (math.nan,) * 3
+    return mean, lo, hi, len(x)
+
+
 def summarise(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> pd.DataFrame:
-    """One row per (codec config, corruption, scope, level), numeric columns only."""
+    """One row per (codec config, corruption, scope, level[, FEC]), numeric columns only.
+
+    Quality columns (``<metric>``, its interval and ``<metric>_n``) are over ``ok`` cells that have the
+    metric; ``<metric>_drop`` is the mean of (clean decode's metric − corrupted decode's metric) over them.
+    """
+    if cells.empty:
+        return pd.DataFrame()
+    cells = prepare(cells) if "level_value" not in cells else cells
+    keys = _groups(cells)
     rows = []
-    for (codec, corruption, scope, level), g in cells.groupby(GROUP, sort=False):
+    for group, g in cells.groupby(keys, sort=False, dropna=False):
+        codec, corruption, scope, level = group[:4]
         n = len(g)
         counts = {s.value: int((g["status"] == s.value).sum()) for s in ALL_STATUSES}
         failures = n - counts[Status.OK.value]
@@ -38,12 +122,19 @@ def summarise(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> pd.D
             "corruption": corruption,
             "scope": scope,
             "level": level,
+            **({"fec": group[4]} if len(group) > 4 else {}),
+            "level_value": g["level_value"].iloc[0],
+            "series": series_of(g["params"].iloc[0]),
+            "params": g["params"].iloc[0],
             "_order": _level_sort_key(g["params"].iloc[0]),
             "images": g["image_sha256"].nunique(),
             "seeds": g["replicate"].nunique(),
             "cells": n,
+            "bytes_total": g["bytes_total"].mean(),
+            "bytes_header": g["bytes_header"].mean(),
             "bpp": g["bpp"].mean(),
             "header_bpp": g["header_bpp"].mean(),
+            **({"fec_overhead_bpp": g["fec_overhead_bpp"].mean()} if "fec_overhead_bpp" in g else {}),
             "expected_flips": g["expected_flips"].mean(),
             "actual_flips": g["actual_flips"].mean(),
             "p_error_free": g["p_error_free"].mean(),
@@ -55,18 +146,166 @@ def summarise(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> pd.D
         ok = g[g["status"] == Status.OK.value]
         row["n_ok"] = len(ok)
         for m in metrics:
-            mean, mlo, mhi = mean_interval(ok[f"metric.{m}"].to_numpy()) if len(ok) else (math.nan,) * 3
-            row.update({m: mean, f"{m}_ci_low": mlo, f"{m}_ci_high": mhi})
-        if "psnr" in metrics and len(ok):
+            col = f"metric.{m}"
+            mean, mlo, mhi, mn = _metric_stats(ok[col]) if col in ok else (math.nan, math.nan, math.nan, 0)
+            row.update({m: mean, f"{m}_ci_low": mlo, f"{m}_ci_high": mhi, f"{m}_n": mn})
+            if col in ok and f"metric.clean_{m}" in ok:
+                drop = (ok[f"metric.clean_{m}"] - ok[col]).replace([np.inf, -np.inf], np.nan)
+                dmean, dlo, dhi, _ = _metric_stats(drop)
+            else:
+                dmean = dlo = dhi = math.nan
+            row.update({f"{m}_drop": dmean, f"{m}_drop_ci_low": dlo, f"{m}_drop_ci_high": dhi})
+        if "psnr" in metrics and len(ok) and "metric.psnr" in ok:
             delta = ok["metric.clean_psnr"] - ok["metric.psnr"]
             row["within_1db_of_clean"] = float((delta <= CLEAN_TOLERANCE_DB).mean())
         else:
             row["within_1db_of_clean"] = math.nan
         rows.append(row)
-    if not rows:
-        return pd.DataFrame()
-    table = pd.DataFrame(rows).sort_values(["codec", "corruption", "scope", "_order"], kind="stable")
+    sort = ["codec", "corruption", "scope", *(["fec"] if "fec" in rows[0] else []), "_order"]
+    table = pd.DataFrame(rows).sort_values(sort, kind="stable")
     return table.drop(columns="_order").reset_index(drop=True)
+
+
+def per_image(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> pd.DataFrame:
+    """One row per (dataset, image, codec config, corruption, scope, level): the per-image results any
+    aggregate can be recomputed from (METHODOLOGY.md §7)."""
+    if cells.empty:
+        return pd.DataFrame()
+    cells = prepare(cells) if "level_value" not in cells else cells
+    keys = ["dataset", "image_id", "image_sha256", *_groups(cells)]
+    rows = []
+    for group, g in cells.groupby(keys, sort=True, dropna=False):
+        ok = g[g["status"] == Status.OK.value]
+        row = dict(zip(keys, group, strict=True))
+        row.update(
+            {
+                "level_value": g["level_value"].iloc[0],
+                "cells": len(g),
+                "n_ok": len(ok),
+                "failure_rate": 1.0 - len(ok) / len(g),
+                "statuses": ",".join(f"{k}:{v}" for k, v in sorted(g["status"].value_counts().items())),
+                "bpp": g["bpp"].mean(),
+            }
+        )
+        for m in metrics:
+            col = f"metric.{m}"
+            row[m] = ok[col].dropna().mean() if col in ok and ok[col].notna().any() else math.nan
+            row[f"clean_{m}"] = (
+                ok[f"metric.clean_{m}"].dropna().mean() if f"metric.clean_{m}" in ok and len(ok) else math.nan
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def curve_of(label: str) -> str:
+    """Codec configurations labelled ``NAME@RATE`` form one rate–distortion curve, ``NAME``."""
+    return label.split("@", 1)[0]
+
+
+def rd_summary(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> pd.DataFrame:
+    """Rate–distortion points per dataset: for each codec configuration, mean bpp and mean clean-decode
+    quality over its images (each image once per decode seed), with intervals."""
+    if cells.empty:
+        return pd.DataFrame()
+    rows = []
+    for (dataset, label), g in cells.groupby(["dataset", "codec_label"], sort=True):
+        per_img = g.drop_duplicates(["image_sha256", "decode_seed"])
+        row = {"dataset": dataset, "curve": curve_of(label), "codec": label, "images": g["image_sha256"].nunique()}
+        row["bpp"], row["bpp_ci_low"], row["bpp_ci_high"] = mean_interval(per_img["bpp"].to_numpy())
+        ok = g[g["status"] == Status.OK.value].drop_duplicates(["image_sha256", "decode_seed"])
+        for m in metrics:
+            col = f"metric.clean_{m}"
+            mean, lo, hi, n = _metric_stats(ok[col]) if col in ok else (math.nan, math.nan, math.nan, 0)
+            row.update({m: mean, f"{m}_ci_low": lo, f"{m}_ci_high": hi, f"{m}_n": n})
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(["dataset", "curve", "bpp"]).reset_index(drop=True)
+
+
+def bd_rates(rd: pd.DataFrame, metric: str = "psnr", method: str = "pchip") -> pd.DataFrame:
+    """BD-rate (%) of each curve against each other curve of the same dataset (``bjontegaard`` package,
+    piecewise-cubic interpolation). Negative = fewer bits for the same quality. Rows only where both curves
+    have at least two points and their quality ranges overlap; otherwise the row says why."""
+    rows = []
+    if rd.empty or metric not in rd:
+        return pd.DataFrame(columns=["dataset", "anchor", "test", "metric", "bd_rate_pct", "note"])
+    for dataset, d in rd.groupby("dataset", sort=True):
+        curves = {c: g.dropna(subset=[metric]).sort_values("bpp") for c, g in d.groupby("curve", sort=True)}
+        names = sorted(curves)
+        for i, anchor in enumerate(names):
+            for test in names[i + 1 :]:
+                a, t = curves[anchor], curves[test]
+                row = {"dataset": dataset, "anchor": anchor, "test": test, "metric": metric}
+                lo = max(a[metric].min(), t[metric].min())
+                hi = min(a[metric].max(), t[metric].max())
+                if len(a) < 2 or len(t) < 2:
+                    row.update(bd_rate_pct=math.nan, note="needs at least two rate points per curve")
+                elif not (np.isfinite([lo, hi]).all() and hi > lo):
+                    row.update(bd_rate_pct=math.nan, note="quality ranges do not overlap")
+                else:
+                    row.update(bd_rate_pct=bd_rate(a, t, metric, method), note=f"{method}, overlap {lo:.3g}–{hi:.3g}")
+                rows.append(row)
+    return pd.DataFrame(rows, columns=["dataset", "anchor", "test", "metric", "bd_rate_pct", "note"])
+
+
+def bd_rate(anchor: pd.DataFrame, test: pd.DataFrame, metric: str, method: str = "pchip") -> float:
+    import warnings
+
+    import bjontegaard
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the package warns on partial overlap; the note column reports it
+        return float(
+            bjontegaard.bd_rate(
+                anchor["bpp"].to_numpy(),
+                anchor[metric].to_numpy(),
+                test["bpp"].to_numpy(),
+                test[metric].to_numpy(),
+                method=method,
+                require_matching_points=False,
+            )
+        )
+
+
+def threshold_table(summary: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame:
+    """Per (codec, corruption, scope[, FEC]): the highest level, walking up from the lowest, before the first
+    level where the failure rate exceeds 1% or the mean drop of ``metric`` from the clean decode exceeds
+    1 dB (over ok cells). Point estimates decide; the Wilson interval and the drop's interval at the chosen
+    level are printed beside it so a reader sees how much n supports it."""
+    cols = ["codec", "corruption", "scope", *(["fec"] if "fec" in summary else []), "series"]
+    rows = []
+    if summary.empty:
+        return pd.DataFrame()
+    for key, g in summary.groupby(cols, sort=True):
+        g = g.sort_values("level_value", kind="stable")
+        passing, stop = None, None
+        for r in g.to_dict("records"):
+            drop = r.get(f"{metric}_drop", math.nan)
+            why = []
+            if r["failure_rate"] > THRESHOLD_FAILURE_RATE:
+                why.append(f"failure {100 * r['failure_rate']:.1f}%")
+            if r["n_ok"] == 0 or not math.isfinite(drop) or drop > CLEAN_TOLERANCE_DB:
+                why.append(f"{metric} drop {drop:.2f}" if math.isfinite(drop) else f"no {metric} on ok cells")
+            if why:
+                stop = (r, "; ".join(why))
+                break
+            passing = r
+        row = dict(zip(cols, key, strict=True))
+        if passing is None:
+            row.update(threshold_level="none (fails at the lowest level)", threshold_value=math.nan)
+        else:
+            row.update(
+                threshold_level=passing["level"],
+                threshold_value=passing["level_value"],
+                cells=passing["cells"],
+                failure_rate=passing["failure_rate"],
+                failure_ci_high=passing["failure_ci_high"],
+                drop=passing.get(f"{metric}_drop", math.nan),
+                drop_ci_high=passing.get(f"{metric}_drop_ci_high", math.nan),
+            )
+        row["first_failing_level"] = stop[0]["level"] if stop else "none tested"
+        row["why"] = stop[1] if stop else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _fmt_ci(mean: float, lo: float, hi: float, digits: int = 2) -> str:
@@ -77,20 +316,36 @@ def _fmt_ci(mean: float, lo: float, hi: float, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {(hi - lo) / 2:.{digits}f}"
 
 
+def computed_metrics(table: pd.DataFrame, metrics: tuple[str, ...]) -> tuple[str, ...]:
+    """The metrics that have at least one value (a metric whose weights were missing has none)."""
+    return tuple(m for m in metrics if f"{m}_n" not in table or table[f"{m}_n"].sum() > 0)
+
+
 def to_markdown(table: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> str:
     """A compact human table: failure % with its Wilson interval, quality mean ± CI half-width (ok only)."""
     if table.empty:
         return "(no cells)"
+    return human_table(table, metrics).to_markdown(index=False, disable_numparse=True)
+
+
+def human_table(table: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> pd.DataFrame:
+    """The rows of :func:`to_markdown` as text cells (also the HTML report's summary)."""
     shown = []
     present = [s.value for s in ALL_STATUSES if s is not Status.OK and table[s.value].sum() > 0]
+    metrics = computed_metrics(table, metrics)
     for r in table.to_dict("records"):
         row = {
             "codec": r["codec"],
             "corruption": r["corruption"],
             "scope": r["scope"],
             "level": r["level"],
+            **({"FEC": r["fec"]} if "fec" in r else {}),
+            "images": r.get("images", ""),
+            "seeds": r.get("seeds", ""),
             "cells": r["cells"],
             "bpp": f"{r['bpp']:.3f}",
+            "header bpp": f"{r['header_bpp']:.4f}",
+            **({"FEC bpp": f"{r['fec_overhead_bpp']:.3f}"} if "fec" in r and "fec_overhead_bpp" in r else {}),
             "E[flips]": f"{r['expected_flips']:.2f}",
             "P(no error)": f"{r['p_error_free']:.3f}",
             "fail % [95% CI]": f"{100 * r['failure_rate']:.1f} "
@@ -99,13 +354,14 @@ def to_markdown(table: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> st
         for s in present:
             row[s] = r[s]
         for m in metrics:
-            row[f"{m} (ok)"] = _fmt_ci(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"])
+            digits = 2 if m.startswith("psnr") else 4
+            row[f"{m} (ok)"] = _fmt_ci(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"], digits)
         row["n ok"] = r["n_ok"]
         row["≤1 dB of clean"] = (
             "–" if not math.isfinite(r["within_1db_of_clean"]) else f"{100 * r['within_1db_of_clean']:.0f}%"
         )
         shown.append(row)
-    return pd.DataFrame(shown).to_markdown(index=False, disable_numparse=True)
+    return pd.DataFrame(shown)
 
 
 def footer(cells: pd.DataFrame) -> str:
@@ -117,10 +373,34 @@ def footer(cells: pd.DataFrame) -> str:
     )
 
 
+def not_computed_note(table: pd.DataFrame, metrics: tuple[str, ...]) -> str:
+    missing = [m for m in metrics if m not in computed_metrics(table, metrics)]
+    if not missing:
+        return ""
+    return f"Not computed in this run (weights missing; see `evaluate.py metrics check`): {', '.join(missing)}."
+
+
+def has_parquet() -> bool:
+    return importlib.util.find_spec("pyarrow") is not None
+
+
+def write_frame(frame: pd.DataFrame, path_csv: Path) -> list[Path]:
+    """CSV always; Parquet beside it when pyarrow is installed. Returns the files written."""
+    frame.to_csv(path_csv, index=False)
+    written = [path_csv]
+    if has_parquet() and not frame.empty:
+        frame.to_parquet(path_csv.with_suffix(".parquet"), index=False)
+        written.append(path_csv.with_suffix(".parquet"))
+    return written
+
+
 def write_summary(out_dir: Path, cells: pd.DataFrame, metrics: tuple[str, ...], title: str) -> str:
-    """Write ``summary.csv`` (all numeric columns) and ``summary.md``; return the Markdown."""
+    """Write ``summary.csv`` (all numeric columns; ``.parquet`` too with pyarrow), ``per_image.csv`` and
+    ``summary.md``; return the Markdown."""
     table = summarise(cells, metrics)
-    table.to_csv(out_dir / "summary.csv", index=False)
-    text = f"## {title}\n\n{to_markdown(table, metrics)}\n\n{footer(cells)}\n"
+    write_frame(table, out_dir / "summary.csv")
+    write_frame(per_image(cells, metrics), out_dir / "per_image.csv")
+    note = not_computed_note(table, metrics)
+    text = f"## {title}\n\n{to_markdown(table, metrics)}\n\n{footer(cells)}{' ' + note if note else ''}\n"
     (out_dir / "summary.md").write_text(text)
     return text

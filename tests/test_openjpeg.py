@@ -5,11 +5,19 @@ import ctypes.util
 from harness import openjpeg
 
 
-def test_falls_back_to_pillows_bundled_library(monkeypatch):
+def test_prefers_pillows_bundled_library_over_the_system_one(monkeypatch):
     monkeypatch.delenv("HARNESS_OPENJP2", raising=False)
-    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libopenjp2.so.7")
     path, origin = openjpeg.locate_openjp2()
-    assert origin == "pillow" and "libopenjp2" in path
+    assert origin == "pillow" and "pillow.libs" in path and "libopenjp2" in path
+
+
+def test_system_library_only_when_asked(monkeypatch):
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libopenjp2.so.7")
+    monkeypatch.setenv("HARNESS_OPENJP2", "system")
+    assert openjpeg.locate_openjp2() == ("libopenjp2.so.7", "system")
+    monkeypatch.setenv("HARNESS_OPENJP2", "/opt/x/libopenjp2.so")
+    assert openjpeg.locate_openjp2() == ("/opt/x/libopenjp2.so", "HARNESS_OPENJP2")
 
 
 def test_loaded_library_is_recorded():

@@ -109,6 +109,8 @@ class Codec(ABC):
     segments: ClassVar[tuple[str, ...]] = ()  # named byte segments beyond header/payload
     #: A clean round trip below this PSNR stops the suite (METHODOLOGY.md §4): the codec is broken.
     clean_psnr_floor_db: ClassVar[float] = 15.0
+    #: Whether ``encode_at_rate`` is implemented (a suite may then match another codec's bpp per image).
+    matches_rate: ClassVar[bool] = False
 
     @dataclass(frozen=True)
     class Options:
@@ -155,6 +157,10 @@ class Codec(ABC):
     def encode(self, image: np.ndarray) -> Bitstream:
         """Compress a uint8 HxWx3 image into the bytes of a file."""
 
+    def encode_at_rate(self, image: np.ndarray, target_bpp: float) -> Bitstream:
+        """Encode at a per-image target rate (bits per original pixel); codecs with ``matches_rate``."""
+        raise CodecError(f"{self.name} cannot match a target rate per image")
+
     @abstractmethod
     def parse(self, data: bytes) -> DecodedState:
         """Untrusted half of decoding: bytes (possibly corrupted) to decoded state. Runs isolated."""
@@ -196,8 +202,11 @@ def check_output(image: object, shape: tuple[int, ...]) -> str | None:
 
 
 def create_codec(name: str, **overrides: Any) -> Codec:
-    """Build a registered codec; ``None`` overrides are dropped so the defaults hold."""
-    from harness.registry import CODECS
+    """Build a registered codec or preset; ``None`` overrides are dropped so the defaults hold."""
+    from harness.registry import CODECS, Preset
 
-    cls = CODECS.get(name)
-    return cls(**{k: v for k, v in overrides.items() if v is not None})
+    target = CODECS.get(name)
+    options = {k: v for k, v in overrides.items() if v is not None}
+    if isinstance(target, Preset):
+        return create_codec(target.codec, **{**target.options, **options})
+    return target(**options)

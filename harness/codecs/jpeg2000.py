@@ -1,8 +1,16 @@
 """JPEG2000 through glymur/OpenJPEG, as a raw J2K codestream (no JP2 boxes).
 
-Rate is given as a target in bits per pixel and translated to OpenJPEG's compression ratio
-(24 bpp raw RGB / target). That rate control is approximate per image; matching another codec's rate
-image by image is the job of a bisection on this parameter, not of this module.
+Rate: ``target_bpp`` (bits per original pixel) is translated to OpenJPEG's compression ratio
+(24 / target for 8-bit RGB). OpenJPEG's rate control is approximate per image; with ``rate_tolerance``
+set, ``encode`` bisects the ratio until the file lands within that relative tolerance of the target, and
+``encode_at_rate`` does the same for a per-image target (the runner uses it to match another codec's
+bpp image by image, METHODOLOGY.md §5).
+
+Every resilience setting is an option and part of the fingerprint: transform (9/7 vs 5/3), quality layers,
+SOP/EPH markers, code-block mode switches, tiles, precincts, code-block size, and the decoder mode
+(``strict``: OpenJPEG's default, rejects truncated/inconsistent streams; non-strict: decodes what it can).
+glymur does not expose the decoder mode, so ``parse`` sets it through OpenJPEG's own
+``opj_decoder_set_strict_mode`` on the decoder glymur creates.
 
 Segments: ``header`` is the main header (SOC up to, not including, the first SOT marker); ``payload`` is
 everything after it (tile-part headers and packet data).
@@ -10,11 +18,16 @@ everything after it (tile-part headers and packet data).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import math
 import os
 import struct
 import tempfile
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -46,48 +59,146 @@ class JPEG2000(Codec):
     name = "jpeg2000"
     version = "1"
 
+    matches_rate: ClassVar[bool] = True
+
     @dataclass(frozen=True)
     class Options:
         target_bpp: float = 0.5  # bits per original pixel, translated to a compression ratio
+        rate_tolerance: float | None = None  # e.g. 0.02: bisect the ratio to within 2% of the target bpp
         irreversible: bool = True  # 9/7 wavelet (lossy); False gives reversible 5/3
+        layers: int = 1  # quality layers (ratios doubling per layer, the last one at target_bpp)
         numres: int = 6  # resolution levels (OpenJPEG's default)
         sop: bool = False  # start-of-packet markers
         eph: bool = False  # end-of-packet-header markers
         modesw: int = 0  # code-block mode switches (1 BYPASS, 2 RESET, 4 RESTART, 8 VSC, 16 ERTERM, 32 SEGMARK)
+        tile_size: int | None = None  # square tiles of this side (None: one tile)
+        precinct: int | None = None  # square precincts of this side (None: maximal)
+        codeblock: int | None = None  # square code-blocks of this side (None: OpenJPEG's 64)
+        strict: bool = True  # decoder mode: strict (OpenJPEG default) or non-strict partial decoding
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        if not 0 < self.options.target_bpp <= 24:
-            raise CodecError(f"jpeg2000: target_bpp must be in (0, 24], got {self.options.target_bpp}")
-        if not 1 <= self.options.numres <= 32:
-            raise CodecError(f"jpeg2000: numres must be in [1, 32], got {self.options.numres}")
+        o = self.options
+        if not 0 < o.target_bpp <= 24:
+            raise CodecError(f"jpeg2000: target_bpp must be in (0, 24], got {o.target_bpp}")
+        if o.rate_tolerance is not None and not 0 < o.rate_tolerance < 0.5:
+            raise CodecError(f"jpeg2000: rate_tolerance is a relative tolerance in (0, 0.5), got {o.rate_tolerance}")
+        if not 1 <= o.numres <= 32:
+            raise CodecError(f"jpeg2000: numres must be in [1, 32], got {o.numres}")
+        if not 1 <= o.layers <= 20:
+            raise CodecError(f"jpeg2000: layers must be in [1, 20], got {o.layers}")
+        if o.precinct is not None and o.codeblock is not None and o.codeblock > o.precinct // 2:
+            raise CodecError("jpeg2000: codeblock must be at most half the precinct size")
         self._glymur = import_glymur()
 
     def library_versions(self) -> dict[str, str]:
         return {"openjpeg": openjpeg_version(self._glymur)}
 
-    def encode(self, image: np.ndarray) -> Bitstream:
-        image = check_image(image)
+    def _write(self, image: np.ndarray, ratio: float) -> bytes:
         o = self.options
-        min_side = 2 ** (o.numres - 1)
-        if min(image.shape[:2]) < min_side:
-            raise CodecError(f"jpeg2000: image {image.shape[:2]} smaller than {min_side} px for numres={o.numres}")
+        kwargs: dict[str, Any] = {
+            "cratios": [ratio * 2.0 ** (o.layers - 1 - i) for i in range(o.layers)],
+            "irreversible": o.irreversible,
+            "numres": o.numres,
+            "sop": o.sop,
+            "eph": o.eph,
+        }
+        if o.modesw:
+            kwargs["modesw"] = o.modesw
+        if o.tile_size:
+            kwargs["tilesize"] = (o.tile_size, o.tile_size)
+        if o.precinct:
+            kwargs["psizes"] = [(o.precinct, o.precinct)]
+        if o.codeblock:
+            kwargs["cbsize"] = (o.codeblock, o.codeblock)
         with tempfile.TemporaryDirectory(prefix="harness-j2k-") as tmp:
             path = os.path.join(tmp, "image.j2k")
-            self._glymur.Jp2k(
-                path,
-                data=image,
-                cratios=[24.0 / o.target_bpp],
-                irreversible=o.irreversible,
-                numres=o.numres,
-                sop=o.sop,
-                eph=o.eph,
-                modesw=o.modesw or None,
-            )
+            self._glymur.Jp2k(path, data=image, **kwargs)
             with open(path, "rb") as fh:
-                data = fh.read()
+                return fh.read()
+
+    @property
+    def min_side(self) -> int:
+        """Smallest image side (px) this configuration can encode: 2^(numres-1) (read by the planner, which
+        records smaller images as skipped instead of failing the run)."""
+        return 2 ** (self.options.numres - 1)
+
+    def _check_size(self, image: np.ndarray) -> np.ndarray:
+        image = check_image(image)
+        side = min(image.shape[:2]) if not self.options.tile_size else self.options.tile_size
+        if side < 2 ** (self.options.numres - 1):
+            raise CodecError(
+                f"jpeg2000: image/tile side {side} px too small for numres={self.options.numres} "
+                f"(needs >= {2 ** (self.options.numres - 1)})"
+            )
+        return image
+
+    @staticmethod
+    def _bitstream(data: bytes) -> Bitstream:
         split = main_header_length(data)
         return Bitstream(data, {"header": ((0, split),), "payload": ((split, len(data)),)})
+
+    def encode(self, image: np.ndarray) -> Bitstream:
+        if self.options.rate_tolerance is not None:
+            return self.encode_at_rate(image, self.options.target_bpp)
+        return self._bitstream(self._write(self._check_size(image), 24.0 / self.options.target_bpp))
+
+    def encode_at_rate(self, image: np.ndarray, target_bpp: float) -> Bitstream:
+        """Bisect the compression ratio (in log space) until 8·bytes/pixels is within the tolerance
+        (``rate_tolerance``, default 2%) of ``target_bpp``; raise when no ratio gets there."""
+        image = self._check_size(image)
+        tol = self.options.rate_tolerance or 0.02
+        pixels = image.shape[0] * image.shape[1]
+        tried: dict[float, bytes] = {}
+
+        def bpp_at(log_ratio: float) -> float:
+            data = tried.setdefault(log_ratio, self._write(image, math.exp(log_ratio)))
+            return 8.0 * len(data) / pixels
+
+        lo = hi = math.log(24.0 / target_bpp)  # lo: bpp above target, hi: bpp below target
+        for _ in range(12):  # bracket
+            if bpp_at(lo) >= target_bpp:
+                break
+            lo -= math.log(2.0)
+        for _ in range(12):
+            if bpp_at(hi) <= target_bpp:
+                break
+            hi += math.log(2.0)
+        for _ in range(40):
+            best = min(tried, key=lambda r: abs(8.0 * len(tried[r]) / pixels - target_bpp))
+            if abs(8.0 * len(tried[best]) / pixels - target_bpp) <= tol * target_bpp:
+                return self._bitstream(tried[best])
+            mid = (lo + hi) / 2
+            if bpp_at(mid) > target_bpp:
+                lo = mid
+            else:
+                hi = mid
+            if hi - lo < 1e-6:
+                break
+        got = sorted(8.0 * len(d) / pixels for d in tried.values())
+        raise CodecError(
+            f"jpeg2000: cannot reach {target_bpp:.4f} bpp within {100 * tol:g}% on a {image.shape[1]}x{image.shape[0]} "
+            f"image (closest rates found: {got[0]:.4f}..{got[-1]:.4f} bpp)"
+        )
+
+    @contextlib.contextmanager
+    def _decoder_mode(self) -> Iterator[None]:
+        """Set OpenJPEG's strict/non-strict mode on the decoder glymur creates (glymur has no option)."""
+        opj = self._glymur.lib.openjp2
+        original = opj.setup_decoder
+
+        def setup_decoder(codec: Any, dparams: Any) -> None:
+            original(codec, dparams)
+            opj.OPENJP2.opj_decoder_set_strict_mode.argtypes = [opj.CODEC_TYPE, ctypes.c_int32]
+            opj.OPENJP2.opj_decoder_set_strict_mode.restype = ctypes.c_int32
+            if not opj.OPENJP2.opj_decoder_set_strict_mode(codec, int(self.options.strict)):
+                raise RuntimeError("OpenJPEG refused to set the decoder's strict mode")
+
+        opj.setup_decoder = setup_decoder
+        try:
+            yield
+        finally:
+            opj.setup_decoder = original
 
     def parse(self, data: bytes) -> DecodedState:
         # glymur reads files only; a private temp file per call keeps parallel workers apart.
@@ -95,7 +206,10 @@ class JPEG2000(Codec):
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-            image = self._glymur.Jp2k(path)[:]
+            # OpenJPEG reports damage as Python warnings too; the outcome (array or exception) is what counts
+            with self._decoder_mode(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                image = self._glymur.Jp2k(path)[:]
         finally:
             os.unlink(path)
         return {"image": np.asarray(image)}

@@ -1,0 +1,416 @@
+"""The RDEIC codec plugin (``CODECS`` name ``rdeic``).
+
+::
+
+    encode:       image -> pad (zeros, bottom/right, to x64) -> VAE trunk x0.18215 -> compress -> container
+    parse:        bytes -> header -> z indices -> hyper_dec -> checkerboard rANS -> {"y_hat"}   [worker: compression
+                  module only, no UNet/VAE]
+    reconstruct:  hook("y_hat") -> g_s -> hook("c_latent"), hook("guide_hint") -> relay sampler -> VAE decode
+                  -> (x+1)/2, clamp, x255 -> truncate (official) or round -> uint8, padded shape
+
+Latents that are non-finite or beyond ``LATENT_BOUND`` (|value| > 1e4, in latent units) are refused before any
+diffusion: ``reconstruct`` then returns a float array of NaN, which the harness records as ``invalid_output``.
+The compression module always runs on the CPU (encoder side and decoder side), because the rANS tables depend
+on entropy parameters that must be bit-identical on both sides; the VAE and the diffusion run on ``device``.
+Weights: ``sd_ckpt`` + ``rdeic_ckpt`` (official files), or ``weights`` (our merged .safetensors), or random
+weights with ``allow_random_weights = true`` (plumbing only: never report their numbers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.codecs.base import Bitstream, Codec, CodecError, CodecSpec, DecodedState, LatentHook, check_image
+from harness.codecs.rdeic.bitstream import Z_CODINGS
+from harness.hashing import key_of
+
+#: Options that locate files: not part of the codec identity (the weights hash is).
+PATH_OPTIONS = ("sd_ckpt", "rdeic_ckpt", "weights", "text_cache")
+#: |y_hat|, |c_latent|, |guide_hint| above this (latent units) are "absurd": trained RDEIC latents stay within a
+#: few tens, while corrupted rANS strings reach ±1e9 through compressai's escape path. Refused before diffusion.
+LATENT_BOUND = 1.0e4
+
+
+def pad_to(n: int, multiple: int = 64) -> int:
+    return int(math.ceil(n / multiple) * multiple)
+
+
+def padded_bpp(n_bytes: int, height: int, width: int) -> float:
+    """bpp over the padded pixels (the official/published convention); the harness reports original pixels."""
+    return 8.0 * n_bytes / (pad_to(height) * pad_to(width))
+
+
+class RDEIC(Codec):
+    """RDEIC (official architecture and bitstream) with relay residual diffusion decoding."""
+
+    name = "rdeic"
+    version = "1"
+    hooks = ("y_hat", "c_latent", "guide_hint")
+    segments = ("y", "z")
+
+    @dataclass(frozen=True)
+    class Options:
+        config: str = "official"  # official | tiny | test (harness/codecs/rdeic/config.py)
+        sd_ckpt: str | None = None  # v2-1_512-ema-pruned.ckpt
+        rdeic_ckpt: str | None = None  # e.g. rdeic_2_step2.ckpt
+        weights: str | None = None  # merged .safetensors (alternative to the two checkpoints)
+        text_cache: str | None = None  # empty-prompt embedding cache (default: beside the weights)
+        steps: int = 2  # S spaced denoising steps
+        guidance: float = 1.0  # λs; 1.0 runs only the controlled pass
+        z_coding: str = "torchac"  # torchac (official) | rans_uniform | fixed_length
+        device: str = "cpu"
+        precision: str = "fp32"  # fp32 | fp16 | bf16 (autocast, CUDA only)
+        rounding: str = "truncate"  # truncate (official) | round
+        attention: str = "auto"  # math (ldm's fp32 softmax) | sdpa (PyTorch SDPA) | auto: sdpa on CUDA, else math
+        allow_random_weights: bool = False
+        random_seed: int = 0  # seed of the random weights when allowed
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        o = self.options
+        from harness.codecs.rdeic.config import PRESETS
+
+        if o.config not in PRESETS:
+            raise CodecError(f"rdeic: unknown config {o.config!r}; known: {', '.join(PRESETS)}")
+        if o.z_coding not in Z_CODINGS:
+            raise CodecError(f"rdeic: z_coding must be one of {', '.join(Z_CODINGS)}, got {o.z_coding!r}")
+        if o.steps < 1:
+            raise CodecError(f"rdeic: steps must be >= 1, got {o.steps}")
+        if o.precision not in ("fp32", "fp16", "bf16"):
+            raise CodecError(f"rdeic: precision must be fp32, fp16 or bf16, got {o.precision!r}")
+        if o.attention not in ("auto", "math", "sdpa"):
+            raise CodecError(f"rdeic: attention must be auto, math or sdpa, got {o.attention!r}")
+        if o.rounding not in ("truncate", "round"):
+            raise CodecError(f"rdeic: rounding must be truncate or round, got {o.rounding!r}")
+        has_official = o.sd_ckpt is not None or o.rdeic_ckpt is not None
+        if o.weights is None and not has_official and not o.allow_random_weights:
+            from harness.codecs.rdeic.checkpoint import missing_weights_message
+
+            raise CodecError(missing_weights_message("no weights given"))
+        if has_official and (o.sd_ckpt is None or o.rdeic_ckpt is None):
+            from harness.codecs.rdeic.checkpoint import missing_weights_message
+
+            raise CodecError(missing_weights_message("both sd_ckpt and rdeic_ckpt are needed"))
+        for path in (o.sd_ckpt, o.rdeic_ckpt, o.weights):
+            if path is not None and not Path(path).is_file():
+                from harness.codecs.rdeic.checkpoint import missing_weights_message
+
+                raise CodecError(missing_weights_message(f"no file at {path!r}"))
+        if self.random_weights:
+            # Random weights decode to noise: the clean-quality control cannot apply (plumbing runs only).
+            self.clean_psnr_floor_db = -math.inf
+        self.model_config = PRESETS[o.config]
+        self._compression = None
+        self._model = None
+        self._context = None
+        self.last_timings: dict[str, float] = {}  # per-stage seconds of the latest reconstruct
+        self.load_notes: list[str] = []
+
+    @property
+    def random_weights(self) -> bool:
+        o = self.options
+        return o.weights is None and o.sd_ckpt is None and o.rdeic_ckpt is None
+
+    # -- identity -------------------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self.options).items() if k not in PATH_OPTIONS}
+
+    def spec(self) -> CodecSpec:
+        return CodecSpec(
+            target=f"{type(self).__module__}:{type(self).__qualname__}", options=dataclasses.asdict(self.options)
+        )
+
+    def weights_hash(self) -> str:
+        from harness.codecs.rdeic.checkpoint import file_sha256
+
+        o = self.options
+        if self.random_weights:
+            import torch
+
+            return key_of({"random_weights": o.config, "seed": o.random_seed, "torch": torch.__version__})
+        files = [o.weights] if o.weights else [o.sd_ckpt, o.rdeic_ckpt]
+        return key_of({"files": [file_sha256(p) for p in files]})
+
+    def library_versions(self) -> dict[str, str]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        out = {}
+        for pkg in ("torch", "compressai", "torchac"):
+            try:
+                out[pkg] = version(pkg)
+            except PackageNotFoundError:
+                out[pkg] = "absent"
+        return out
+
+    def decoded_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        return (pad_to(height), pad_to(width), 3)
+
+    # -- weights --------------------------------------------------------------------------------------------
+    def _state(self, prefixes: tuple[str, ...] | None):
+        """The merged official (or safetensors) state restricted to ``prefixes``, ready for a strict load."""
+        from harness.codecs.rdeic.checkpoint import merge_official, read_state_dict
+
+        o = self.options
+        if o.weights:
+            return read_state_dict(o.weights, prefixes), []
+        cc = read_state_dict(o.rdeic_ckpt, None)
+        wants_sd = prefixes is None or any(not p.startswith(("control_model.", "preprocess_model.")) for p in prefixes)
+        sd = read_state_dict(o.sd_ckpt, None) if wants_sd else {}
+        merged, notes = merge_official(sd, cc, self._expected_shapes())
+        if prefixes is not None:
+            merged = {k: v for k, v in merged.items() if k.startswith(prefixes)}
+        return merged, notes
+
+    def _expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        import torch
+
+        from harness.codecs.rdeic.model import RDEICModel
+
+        with torch.device("meta"):
+            m = RDEICModel(self.model_config)
+        return {k: tuple(v.shape) for k, v in m.state_dict().items()}
+
+    def compression(self):
+        """The compression module alone (what a decode worker loads), on the CPU, tables rebuilt."""
+        if self._compression is None:
+            if self._model is not None:
+                self._compression = self._model.preprocess_model
+            else:
+                import torch
+
+                from harness.codecs.rdeic.model import build_compression
+
+                if self.random_weights:
+                    comp = build_compression(self.model_config, self.options.random_seed)
+                else:  # skip the random init: build on the meta device, allocate, then copy the loaded tensors
+                    with torch.device("meta"):
+                        comp = build_compression(self.model_config, self.options.random_seed)
+                    comp = comp.to_empty(device="cpu")
+                    state, _ = self._state(("preprocess_model.",))
+                    state = {k[len("preprocess_model.") :]: v for k, v in state.items()}
+                    comp.resize_entropy_buffers(state)  # official files hold empty [0] CDF buffers
+                    comp.load_state_dict(state, strict=True)
+                comp.update(force=True)
+                self._compression = comp.eval()
+        return self._compression
+
+    def model(self):
+        """The whole model (main process: encode and reconstruct)."""
+        if self._model is None:
+            import torch
+
+            from harness.codecs.rdeic.checkpoint import check_keys
+            from harness.codecs.rdeic.model import RDEICModel
+
+            cached = self._cached_context()
+            # real weights: build on the meta device and allocate (no 1.4 B-parameter random init), then copy the
+            # loaded tensors in (a copy: load_state_dict(assign=True) gave last-ulp differences in CPU decodes)
+            with torch.device("cpu" if self.random_weights else "meta"):
+                m = RDEICModel(self.model_config, seed=self.options.random_seed, with_text=cached is None)
+            if not self.random_weights:
+                m = m.to_empty(device="cpu")
+            if cached is not None:
+                self._context = cached.to(self.options.device)
+            if not self.random_weights:
+                state, notes = self._state(None)
+                if cached is not None:  # the text tower is not built: its keys are not loaded
+                    state = {k: v for k, v in state.items() if not k.startswith("cond_stage_model.")}
+                expected = {k: tuple(v.shape) for k, v in m.state_dict().items()}
+                gc = tuple(
+                    f"preprocess_model.gaussian_conditional.{n}"
+                    for n in ("_offset", "_quantized_cdf", "_cdf_length", "scale_table")
+                )
+                check_keys(state, expected, gc)
+                m.preprocess_model.resize_entropy_buffers(state, "preprocess_model.")
+                m.load_state_dict(state, strict=True)
+                self.load_notes = notes
+                for note in notes:  # what the files add or lack beyond the manifest, in words
+                    logging.getLogger(__name__).warning("rdeic checkpoint: %s", note)
+            m.preprocess_model.update(force=True)
+            m.eval()
+            dev = torch.device(self.options.device)
+            for name in ("model", "first_stage_model", "control_model"):
+                getattr(m, name).to(dev)
+            backend = self.options.attention
+            m.set_attention_backend(("sdpa" if dev.type == "cuda" else "math") if backend == "auto" else backend)
+            self._model = m
+            self._compression = m.preprocess_model  # stays on the CPU
+        return self._model
+
+    def _text_cache(self) -> tuple[str | None, str]:
+        """(cache file, key): the embedding depends only on the text-tower weights (the SD file)."""
+        o = self.options
+        if self.random_weights:
+            return o.text_cache, self.weights_hash()[:16]
+        from harness.codecs.rdeic.checkpoint import file_sha256
+
+        base = Path(o.weights or o.sd_ckpt)
+        path = o.text_cache or str(base.with_name(base.name + ".empty_prompt.safetensors"))
+        return path, file_sha256(base)[:16]
+
+    def _cached_context(self):
+        path, key = self._text_cache()
+        if path is None or not Path(path).is_file():
+            return None
+        from safetensors.torch import load_file
+
+        return load_file(path).get(f"context.{key}")
+
+    def context(self):
+        """The [1, 77, C] empty-prompt embedding, cached beside the SD weights (text tower built only once)."""
+        if self._context is None:
+            from harness.codecs.rdeic.text import empty_prompt_embedding
+
+            m = self.model()
+            path, key = self._text_cache()
+            ctx = self._cached_context()
+            if ctx is None:
+                ctx = empty_prompt_embedding(path, lambda: m.cond_stage_model, key)
+            self._context = ctx.to(self.options.device)
+        return self._context
+
+    # -- the codec ------------------------------------------------------------------------------------------
+    def encode(self, image: np.ndarray) -> Bitstream:
+        import torch
+
+        image = check_image(image)
+        h, w = image.shape[:2]
+        m = self.model()
+        x = np.zeros((pad_to(h), pad_to(w), 3), dtype=np.float32)
+        x[:h, :w] = image.astype(np.float32) / 255.0
+        t = torch.from_numpy(x).permute(2, 0, 1)[None].to(self.options.device)
+        with torch.no_grad():
+            feature = m.encode_feature(t).float().cpu()
+        return self.compress_feature(feature)
+
+    def compress_feature(self, feature) -> Bitstream:
+        """Scaled VAE feature (1 x C x H/8 x W/8, CPU) -> the official container, with its segment map."""
+        import torch
+
+        from harness.codecs.rdeic.bitstream import Container, encode_z
+
+        comp = self.compression()
+        with torch.no_grad():
+            y = comp.analysis(feature)
+            indices = comp.hyper_indices(y)
+            y_string, _ = comp.code_y(y, comp.hyper_params(indices))
+        idx = indices[0].numpy()
+        z_string = encode_z(idx, self.model_config.compression.codebook_size, self.options.z_coding)
+        box = Container(idx.shape[0], idx.shape[1], y_string, z_string)
+        return Bitstream(box.pack(), box.segments())
+
+    def parse(self, data: bytes) -> DecodedState:
+        """Untrusted: header -> z -> hyper_dec -> y (rANS). Needs only the compression module."""
+        import torch
+
+        from harness.codecs.rdeic.bitstream import decode_z, unpack
+
+        start = time.perf_counter()
+        box = unpack(data)
+        comp = self.compression()
+        indices = decode_z(
+            box.z_string, box.h_z, box.w_z, self.model_config.compression.codebook_size, self.options.z_coding
+        )
+        with torch.no_grad():
+            hp = comp.hyper_params(torch.from_numpy(indices)[None])
+            y_hat = comp.decode_y(box.y_string, hp)
+        return {"y_hat": y_hat.numpy().astype(np.float32), "entropy_decode_s": time.perf_counter() - start}
+
+    def reconstruct(self, state: DecodedState, decode_seed: int, hook: LatentHook | None = None) -> np.ndarray:
+        return self.reconstruct_batch([state], [decode_seed], hook)[0]
+
+    def reconstruct_batch(
+        self, states: list[DecodedState], decode_seeds: list[int], hook: LatentHook | None = None, noise=None
+    ) -> list[np.ndarray]:
+        """Several states of the same shape in one batch (GPU throughput); per-item seeds keep each item's noise
+        identical to a batch of one. ``noise`` overrides the seeded source (a ``sampler.NoiseSource``)."""
+        import torch
+
+        from harness.codecs.rdeic.sampler import GeneratorNoise, relay_sample
+
+        timings: dict[str, float] = {}
+        t_all = time.perf_counter()
+        y_hats = []
+        for state in states:
+            y_hat = np.asarray(state["y_hat"], dtype=np.float32)
+            if hook is not None:
+                y_hat = np.asarray(hook("y_hat", y_hat), dtype=np.float32)
+            y_hats.append(y_hat)
+        if len({y.shape for y in y_hats}) != 1:
+            raise ValueError("reconstruct_batch needs states of one shape")
+        b, _, hy, wy = (len(y_hats), *y_hats[0].shape[1:])
+        invalid = [np.full((hy * 16, wy * 16, 3), np.nan, dtype=np.float32)] * b
+        if not all(_sane(y) for y in y_hats):
+            return invalid
+        m = self.model()
+        o = self.options
+        dev = torch.device(o.device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            guide, c_lat = m.preprocess_model.synthesis(torch.from_numpy(np.concatenate(y_hats, axis=0)))
+        timings["synthesis_s"] = time.perf_counter() - t0
+        if hook is not None:
+            c_lat = torch.from_numpy(np.asarray(hook("c_latent", c_lat.numpy()), dtype=np.float32))
+            guide = torch.from_numpy(np.asarray(hook("guide_hint", guide.numpy()), dtype=np.float32))
+        if not (_sane(c_lat.numpy()) and _sane(guide.numpy())):
+            return invalid
+        if noise is None:
+            sources = [GeneratorNoise(s, dev) for s in decode_seeds]
+
+            def noise(shape: tuple[int, ...], purpose: str) -> torch.Tensor:
+                return torch.cat([src((1, *shape[1:]), purpose) for src in sources], dim=0)
+
+        context = self.context().expand(b, -1, -1)
+        dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[o.precision]
+        autocast = torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None and dev.type == "cuda")
+
+        def eps_fn(x: torch.Tensor, t: torch.Tensor, hint: torch.Tensor | None) -> torch.Tensor:
+            with autocast:
+                return m.eps(x, t, context, hint).float()
+
+        buffers = {
+            "sqrt_alphas_cumprod": m.sqrt_alphas_cumprod,
+            "sqrt_one_minus_alphas_cumprod": m.sqrt_one_minus_alphas_cumprod,
+        }
+        x0 = relay_sample(
+            eps_fn,
+            c_lat.to(dev),
+            guide.to(dev),
+            {k: v.to(dev) for k, v in buffers.items()},
+            self.model_config.diffusion,
+            o.steps,
+            noise,
+            o.guidance,
+            timings,
+        )
+        t0 = time.perf_counter()
+        with torch.no_grad(), autocast:
+            img = m.decode_latent(x0).float()
+        out = to_uint8(img, o.rounding)
+        timings["vae_decode_s"] = time.perf_counter() - t0
+        timings["reconstruct_s"] = time.perf_counter() - t_all
+        if "entropy_decode_s" in states[0]:
+            timings["entropy_decode_s"] = float(states[0]["entropy_decode_s"])
+        self.last_timings = timings
+        return [np.ascontiguousarray(o_) for o_ in out]
+
+
+def to_uint8(img, rounding: str = "truncate") -> np.ndarray:
+    """B x 3 x H x W in about [-1, 1] -> B x H x W x 3 uint8: (x+1)/2, clamp, x255, truncate (official) or round."""
+    import torch
+
+    img = ((img.float() + 1) / 2).clamp(0, 1) * 255
+    img = img.round() if rounding == "round" else img
+    return img.to(dtype=torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # float -> uint8 truncates
+
+
+def _sane(arr: np.ndarray) -> bool:
+    return bool(np.all(np.isfinite(arr)) and (arr.size == 0 or np.max(np.abs(arr)) <= LATENT_BOUND))

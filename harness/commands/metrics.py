@@ -1,0 +1,37 @@
+"""``evaluate.py metrics check``: which metrics this machine can compute, and the weight files the others
+need (with the exact paths to put them at). Checks files only: builds nothing and downloads nothing."""
+
+from __future__ import annotations
+
+import argparse
+
+from harness.metrics import availability, describe
+from harness.metrics.weights import torch_home
+from harness.registry import METRICS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["check"], help="check: list metrics and whether they can be computed")
+    parser.add_argument("--metric", action="append", default=[], help="only this metric (repeatable)")
+
+
+def report(names: list[str]) -> tuple[str, bool]:
+    """The text of ``metrics check`` and whether every named metric is usable."""
+    lines = [f"TORCH_HOME = {torch_home()}"]
+    all_ok = True
+    for name in names:
+        usable, why = availability(name)
+        all_ok &= usable
+        lines.append(f"{'ok ' if usable else 'MISSING'} {name:<12} {describe(name)}")
+        lines.append(f"{'':8}{'uses' if usable else 'why'}: {why}")
+    return "\n".join(lines), all_ok
+
+
+def run(args: argparse.Namespace) -> int:
+    names = args.metric or METRICS.names()
+    for name in names:
+        METRICS.get(name)  # unknown names raise with suggestions (exit 2)
+    text, all_ok = report(names)
+    print(text)
+    # Missing optional weights are not an error of the command: it answers the question either way.
+    return 0 if all_ok or not args.metric else 1

@@ -1,0 +1,282 @@
+"""The dataset contract: an index of images (cheap), then decoding one image to uint8 RGB with documented
+conversions, and the sha256 of those pixels (what cells are keyed by; never the file name).
+
+::
+
+    Dataset.index()  -> [ImageEntry]      sorted, cheap: ids, labels, splits (sha256 "" until decoded)
+    Dataset.read(e)  -> uint8 HxWx3       decode_image(): the conversions below, or DatasetError
+    Dataset.resolve(e) -> ImageEntry       + sha256 of the decoded pixels, width, height, conversion
+    Dataset.load(e)  -> uint8 HxWx3       read + check the pixels still hash to e.sha256
+
+Conversions applied by :func:`decode_image` (recorded in ``ImageEntry.conversion``):
+
+- grayscale ``L`` / bilevel ``1`` -> RGB by replication (R = G = B);
+- palette ``P`` -> RGB through its palette (with transparency: as alpha, below);
+- alpha (``RGBA``, ``LA``, ``PA``, palette transparency) -> composited on white, alpha dropped;
+- ``CMYK`` -> RGB by Pillow's arithmetic conversion (no ICC colour management);
+- 16-bit grayscale (``I;16*``, ``I``) -> 8-bit by round(v / 257), then replicated;
+- 16-bit RGB PNGs are reduced to 8 bits by Pillow itself when it opens them (it keeps the high byte);
+- ``YCbCr``, ``LAB``, ``HSV`` -> RGB by Pillow; float ``F`` images are refused (no agreed scale).
+
+EXIF orientation is not applied: pixels are used as stored. Empty, truncated and unreadable files, and
+images above ``max_pixels`` (checked from the header before decoding), are a :class:`DatasetError` for that
+image; loaders and the runner record it per image and go on with the rest.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import os
+import tomllib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.hashing import key_of, pixels_sha256
+
+#: Images above this many pixels are refused before decoding (about 8192 x 8192), unless a suite raises it.
+DEFAULT_MAX_PIXELS = 67_108_864
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
+
+
+class DatasetError(ValueError):
+    """A missing, changed or unreadable dataset or image (a user-facing, one-line error)."""
+
+
+def data_root() -> Path:
+    """The folder holding dataset cards and bundled samples (``$HARNESS_DATA_DIR`` overrides)."""
+    env = os.environ.get("HARNESS_DATA_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent.parent / "datasets"
+
+
+def cards_root() -> Path:
+    """Where the dataset cards live: ``$HARNESS_DATA_DIR`` if it has them, else the repository's ``datasets/``."""
+    root = data_root()
+    return root if any(root.glob("*.toml")) else Path(__file__).resolve().parent.parent.parent / "datasets"
+
+
+def cache_root() -> Path:
+    """Where ``evaluate.py datasets fetch`` puts downloads: ``$HARNESS_CACHE_DIR`` or ``~/.cache/codec-harness``."""
+    env = os.environ.get("HARNESS_CACHE_DIR")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "codec-harness"
+    return base / "datasets"
+
+
+def read_card(name: str) -> dict[str, Any]:
+    path = cards_root() / f"{name}.toml"
+    if not path.is_file():
+        raise DatasetError(f"dataset card {path} is missing")
+    with open(path, "rb") as fh:
+        return tomllib.load(fh)
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    dataset: str
+    split: str
+    id: str  # path relative to the dataset root (posix), or a zero-padded row index
+    sha256: str  # of the decoded uint8 RGB pixels ("" in an index before decoding)
+    width: int
+    height: int
+    path: str  # the file, or the container (zip, parquet, HDF5) holding it
+    label: str | None = None
+    index: int | None = None  # row in an indexed container (HDF5, parquet, hub split)
+    conversion: str = ""  # documented conversion applied when decoding (see decode_image)
+    preprocessing: str = "none"  # canonical policy when this entry is a prepared image
+    original_sha256: str | None = None  # the decoded pixels before preprocessing (None: same as sha256)
+    original_width: int | None = None
+    original_height: int | None = None
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """(width, height) of the decoded image before any preprocessing."""
+        return (self.original_width or self.width, self.original_height or self.height)
+
+    def record(self) -> dict[str, Any]:
+        """What a run records about this image (provenance)."""
+        row: dict[str, Any] = {
+            "id": self.id,
+            "split": self.split,
+            "label": self.label,
+            "sha256": self.sha256,
+            "size": [self.width, self.height],
+            "original_sha256": self.original_sha256 or self.sha256,
+            "original_size": list(self.original_size),
+        }
+        if self.index is not None:
+            row["index"] = self.index
+        if self.conversion:
+            row["conversion"] = self.conversion
+        return row
+
+
+def decode_image(
+    source: str | Path | bytes, name: str = "", max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[np.ndarray, str]:
+    """Decode a file path or encoded bytes to uint8 HxWx3 plus the conversion applied ("" if none)."""
+    from PIL import Image, UnidentifiedImageError
+
+    where = name or str(source if not isinstance(source, bytes) else "<bytes>")
+    if isinstance(source, bytes):
+        if not source:
+            raise DatasetError(f"cannot read image {where}: empty (0 bytes)")
+        fh: Any = io.BytesIO(source)
+    else:
+        try:
+            if Path(source).stat().st_size == 0:
+                raise DatasetError(f"cannot read image {where}: empty file (0 bytes)")
+        except OSError as exc:
+            raise DatasetError(f"cannot read image {where}: {exc.strerror or exc}") from None
+        fh = source
+    try:
+        with Image.open(fh) as im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise DatasetError(
+                    f"image {where} is {w}x{h} = {w * h} px, above max_pixels = {max_pixels}; "
+                    "raise max_pixels for this dataset in the suite if it is meant to be used"
+                )
+            im.load()
+            return _to_rgb(im, where)
+    except DatasetError:
+        raise
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        raise DatasetError(f"cannot read image {where}: {exc}") from None
+    except Image.DecompressionBombError as exc:
+        raise DatasetError(f"image {where}: {exc}") from None
+
+
+def _to_rgb(im: Any, where: str) -> tuple[np.ndarray, str]:
+    mode = im.mode
+    if mode == "RGB":
+        return np.asarray(im, dtype=np.uint8).copy(), ""
+    if mode in ("L", "1"):
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy(), f"{mode}->RGB (replicated)"
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(im).astype(np.float64)
+        if mode == "I" and a.max(initial=0) <= 255:
+            g = a.clip(0, 255).astype(np.uint8)
+            return np.repeat(g[..., None], 3, axis=2), "I->RGB (8-bit values, replicated)"
+        g = np.rint(a.clip(0, 65535) / 257.0).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2), f"{mode}->RGB (16-bit, round(v/257), replicated)"
+    if mode == "F":
+        raise DatasetError(f"cannot read image {where}: 32-bit float images (mode F) have no agreed 8-bit scale")
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info)
+    if has_alpha:
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float64)
+        alpha = rgba[..., 3:4] / 255.0
+        rgb = np.rint(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+        return rgb, f"{mode}->RGB (alpha composited on white)"
+    if mode == "CMYK":
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy(), "CMYK->RGB (Pillow, no ICC)"
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy(), f"{mode}->RGB (Pillow)"
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as uint8 HxWx3 (conversions as in :func:`decode_image`), clear error when broken."""
+    return decode_image(path)[0]
+
+
+class Dataset(ABC):
+    """Base class of dataset loaders. Subclasses implement :meth:`index` (cheap) and :meth:`read`."""
+
+    name: str
+    version: str
+    #: True when the card pins every image's pixel hash: a mismatch is then a broken installation (stop),
+    #: not a bad image in a user's folder (record and go on).
+    pinned: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+
+    def index(self) -> list[ImageEntry]:
+        """Every image of the selected split, sorted by id; ``sha256`` may be "" until :meth:`resolve`."""
+        return self.entries()
+
+    def entries(self) -> list[ImageEntry]:
+        """Every image, decoded and hashed (a bad image raises :class:`DatasetError`)."""
+        return [self.resolve(e) for e in self.index()]
+
+    @abstractmethod
+    def read(self, entry: ImageEntry) -> np.ndarray: ...
+
+    def resolve(self, entry: ImageEntry) -> ImageEntry:
+        """The entry with the sha256, size and conversion of its decoded pixels."""
+        if entry.sha256:
+            return entry
+        image, conversion = self.read_with_conversion(entry)
+        return replace(
+            entry, sha256=pixels_sha256(image), width=image.shape[1], height=image.shape[0], conversion=conversion
+        )
+
+    def read_with_conversion(self, entry: ImageEntry) -> tuple[np.ndarray, str]:
+        return self.read(entry), entry.conversion
+
+    def load(self, entry: ImageEntry) -> np.ndarray:
+        image = self.read(entry)
+        if pixels_sha256(image) != entry.sha256:
+            raise DatasetError(
+                f"{self.name}/{entry.id}: pixels do not match the recorded sha256; the file changed on disk"
+            )
+        return image
+
+    def describe(self) -> dict[str, Any]:
+        """What a run records about where the images came from."""
+        return {"name": self.name, "version": self.version}
+
+
+def stratified_subset(entries: list[ImageEntry], limit: int | None, seed: int) -> list[ImageEntry]:
+    """A seeded subset of ``limit`` entries, stratified by label (proportional allocation, largest remainder).
+
+    Within a class, entries are ranked by a hash of (seed, pixel sha256) when the hash is known (stable when
+    files are renamed or the folder grows), else of (seed, dataset, id). Class-sorted files such as Galaxy10's
+    HDF5 therefore give every class its share instead of the first classes only. Returned sorted by id.
+    """
+    if limit is None or limit >= len(entries):
+        return entries
+
+    def rank(e: ImageEntry) -> str:
+        if e.sha256:
+            return key_of({"seed": seed, "image": e.sha256})
+        return key_of({"seed": seed, "dataset": e.dataset, "id": e.id})
+
+    strata: dict[str, list[ImageEntry]] = {}
+    for e in entries:
+        strata.setdefault("" if e.label is None else str(e.label), []).append(e)
+    total = len(entries)
+    quotas = {c: limit * len(v) / total for c, v in strata.items()}
+    take = {c: int(q) for c, q in quotas.items()}
+    left = limit - sum(take.values())
+    by_remainder = sorted(strata, key=lambda c: (-(quotas[c] - take[c]), key_of({"seed": seed, "class": c})))
+    for c in by_remainder[:left]:
+        take[c] += 1
+    chosen = [e for c, v in strata.items() for e in sorted(v, key=rank)[: take[c]]]
+    return sorted(chosen, key=lambda e: e.id)
+
+
+def class_counts(entries: list[ImageEntry]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for e in entries:
+        key = "" if e.label is None else str(e.label)
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def create_dataset(name: str, **options: Any) -> Dataset:
+    """The dataset registered as ``name`` built with the suite's options (path, split, hub_id, ...)."""
+    from harness.registry import DATASETS
+
+    cls = DATASETS.get(name)
+    options = {k: v for k, v in options.items() if v is not None}
+    try:
+        inspect.signature(cls).bind(**options)
+    except TypeError:
+        params = [p for p in inspect.signature(cls).parameters if p not in ("self", "kwargs")]
+        raise DatasetError(
+            f"dataset {name!r} does not take option(s) {', '.join(sorted(options))}; it takes: "
+            f"{', '.join(params) or 'no options'}"
+        ) from None
+    return cls(**options)

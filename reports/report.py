@@ -1,0 +1,309 @@
+"""The report of a run directory: ``report.html`` (self-contained: figures embedded as data URIs) and
+``report.md`` (figures linked from ``report/``), plus every table as CSV (and Parquet with pyarrow).
+
+::
+
+    results.sqlite ──> cells ──> summary / per-image / RD + BD-rate / threshold tables ──> report/*.csv
+                        │                      └──> figures (PNG + SVG) ──────────────────> report/*.png|svg
+                        └──> a few cells re-decoded (reports.redecode) ──> visual grid
+    provenance table ──────────────────────────────────────────────────────────────────> both reports
+
+Every label that comes from data (file names, codec labels, error messages) is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.status import Status
+from reports import tables
+
+READING_GUIDE = """\
+Each row of the summary is one (codec configuration, corruption, scope, level) over
+`cells` = images × seeds decodes. *fail %* counts every status but `ok` (exception, crash, timeout,
+invalid output, FEC failure) with its Wilson 95% interval: with few cells the interval is wide, and a 0%
+row is not proof of robustness. Quality columns (mean ± half-width of the 95% t interval) are over `ok`
+decodes only, never with failures averaged in; `n ok` says how many. *≤1 dB of clean* is the share of ok
+decodes within 1 dB PSNR of the clean decode of the same stream (graceful degradation vs garbage). bpp is
+8 × file bytes / original pixels; header bpp is the part of it in the codec's header. The threshold table
+gives, per codec and scope, the highest level (walking up) at which the failure rate is ≤ 1% and the mean
+PSNR drop from the clean decode is ≤ 1 dB, with the upper ends of the intervals beside it."""
+
+
+#: The quality figure shows at most this many metrics (all of them are in the tables).
+MAX_QUALITY_METRICS = 3
+#: Seconds the visual grid may spend re-decoding before it leaves the remaining tiles out (full-size RDEIC
+#: takes ~30 s per CPU decode).
+GRID_BUDGET_S = 60.0
+
+BD_EMPTY = (
+    "No BD-rate: it needs two curves on the same dataset (codec labels NAME@RATE, one curve per NAME), "
+    "each with at least two rate points."
+)
+
+
+def _inline(text: str) -> str:
+    """Escape, then render the two Markdown marks the guide uses (`code`, *emphasis*)."""
+    out = html.escape(text)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", out)
+
+
+@dataclass
+class Report:
+    html: Path
+    markdown: Path
+    figures: dict[str, list[Path]] = field(default_factory=dict)
+    tables: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def run_metrics(cells: pd.DataFrame, provenance: dict[str, str]) -> tuple[str, ...]:
+    """The suite's metric names (from the suite text in provenance), else those found in the cells."""
+    text = provenance.get("suite_text")
+    if text:
+        try:
+            names = tomllib.loads(text).get("metrics")
+            if names:
+                return tuple(names)
+        except tomllib.TOMLDecodeError:
+            pass
+    found = [c[len("metric.") :] for c in cells.columns if c.startswith("metric.")]
+    return tuple(m for m in found if not m.startswith("clean_") and not m.endswith("_vs_clean"))
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "–"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _html_table(frame: pd.DataFrame, classes: str = "t") -> str:
+    if frame.empty:
+        return "<p><em>(empty)</em></p>"
+    return frame.map(_fmt).to_html(index=False, escape=True, border=0, classes=classes)
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "(empty)"
+    return frame.map(_fmt).to_markdown(index=False, disable_numparse=True)
+
+
+def _provenance_rows(prov: dict[str, str]) -> pd.DataFrame:
+    rows = []
+    for k, v in prov.items():
+        if k == "suite_text":
+            continue
+        try:
+            parsed = json.loads(v)
+        except (ValueError, TypeError):
+            parsed = v
+        if isinstance(parsed, dict):
+            rows.extend({"key": f"{k}.{kk}", "value": str(vv)} for kk, vv in parsed.items())
+        else:
+            rows.append({"key": k, "value": str(parsed)})
+    return pd.DataFrame(rows, columns=["key", "value"])
+
+
+def _tile_title(row: dict) -> str:
+    """The plotted parameter of a level (the others are in the row label)."""
+    params = json.loads(row["params"])
+    axis = tables.level_axis(params)
+    value = params.get(axis)
+    return f"{axis}={value:g}" if isinstance(value, int | float) else str(row["level"])
+
+
+def grid_rows(
+    run_dir: Path,
+    store: Any,
+    cells: pd.DataFrame,
+    metrics: tuple[str, ...],
+    timeout_s: float,
+    budget_s: float = GRID_BUDGET_S,
+) -> list:
+    """One image (the first by id) across the levels of the first corruption, per codec config: original,
+    clean decode, then each level's corrupted decode (replicate 0, decode seed 0; scope ``all`` if run)."""
+    from reports.redecode import Redecoder, load_original
+
+    if cells.empty:
+        return []
+    corruption = sorted(cells["corruption"].unique())[0]
+    c = cells[(cells["corruption"] == corruption) & (cells["replicate"] == 0) & (cells["decode_seed"] == 0)]
+    scopes = sorted(c["scope"].unique())
+    scope = "all" if "all" in scopes else scopes[0]
+    image_id = sorted(c["image_id"].unique())[0]
+    c = c[(c["scope"] == scope) & (c["image_id"] == image_id)]
+    if "fec_label" in c:
+        c = c[c["fec_label"] == "none"]
+    m = "psnr" if "psnr" in metrics else (metrics[0] if metrics else None)
+    rows = []
+    original = None
+    started = time.perf_counter()
+    with Redecoder(run_dir, store, timeout_s) as rd:
+        c = c.assign(_series=tables.varying_label(list(c["params"])))
+        several = c["_series"].nunique() > 1
+        for (label, series), g in c.groupby(["codec_label", "_series"], sort=True):
+            g = g.sort_values("level_value")
+            first = g.iloc[0].to_dict()
+            if original is None:
+                original = load_original(first)
+            clean = rd.clean(first)
+            ok = g[g["status"] == Status.OK.value]
+            clean_caption = ""
+            if m and len(ok) and f"metric.clean_{m}" in ok:
+                clean_caption = f"{m} {ok[f'metric.clean_{m}'].iloc[0]:.2f}"
+            tiles = [
+                ("original", original, image_id if original is not None else "original not loadable"),
+                (f"clean, {first['bpp']:.3f} bpp", clean, clean_caption or "clean decode"),
+            ]
+            for row in g.to_dict("records"):
+                if time.perf_counter() - started > budget_s:
+                    tiles.append((_tile_title(row), None, f"not re-decoded: grid time budget {budget_s:g} s spent"))
+                    continue
+                out = rd.decode(row)
+                value = row.get(f"metric.{m}") if m else None
+                caption = f"{m} {value:.2f}" if out.image is not None and value is not None else out.note
+                if out.image is None and row["status"] != Status.OK.value:
+                    caption = f"{row['status']}: {row.get('error_type') or ''}"
+                tiles.append((_tile_title(row), out.image, caption))
+            rows.append({"codec": f"{label}\n{series}" if several and series else label, "tiles": tiles})
+    return rows
+
+
+def build(run_dir: Path, *, grid: bool = True) -> Report:
+    """Write the report of ``run_dir``; returns what was written."""
+    from harness.store import ResultStore
+    from reports import plots
+
+    store = ResultStore(run_dir / "results.sqlite")
+    try:
+        raw = store.cells_frame()
+        prov = store.provenance()
+        if raw.empty:
+            raise ValueError(f"{run_dir}: the results store has no cells")
+        cells = tables.prepare(raw)
+        metrics = run_metrics(cells, prov)
+        summary = tables.summarise(cells, metrics)
+        computed = tables.computed_metrics(summary, metrics)
+        out = run_dir / "report"
+        out.mkdir(parents=True, exist_ok=True)
+        rep = Report(run_dir / "report.html", run_dir / "report.md")
+        per_image = tables.per_image(cells, metrics)
+        rd = tables.rd_summary(cells, computed)
+        bd = pd.concat([tables.bd_rates(rd, m) for m in computed], ignore_index=True) if computed else pd.DataFrame()
+        threshold = tables.threshold_table(summary, "psnr" if "psnr" in computed else (computed or ("psnr",))[0])
+        for name, frame in (
+            ("summary", summary),
+            ("per_image", per_image),
+            ("rd", rd),
+            ("bd_rate", bd),
+            ("threshold", threshold),
+        ):
+            rep.tables[name] = tables.write_frame(frame, out / f"{name}.csv")[0]
+        axis = tables.level_axis(cells["params"].iloc[0])
+        rep.figures["failure_rate"] = plots.failure_rate(summary, axis, out)
+        if computed:
+            rep.figures["quality"] = plots.quality(summary, computed[:MAX_QUALITY_METRICS], axis, out)
+            rep.figures["rd"] = plots.rd_curves(rd, computed[:2], out)
+        rep.figures["status"] = plots.status_composition(summary, out)
+        if grid:
+            try:
+                timeout = float(json.loads(prov.get("timeout_s", "30")))
+                rows = grid_rows(run_dir, store, cells, computed, timeout)
+                if rows:
+                    rep.figures["grid"] = plots.visual_grid(rows, out)
+            except Exception as exc:  # the grid is a picture: never lose the report for it
+                rep.notes.append(f"visual grid not drawn: {type(exc).__name__}: {exc}")
+        note = tables.not_computed_note(summary, metrics)
+        if note:
+            rep.notes.append(note)
+        _write_markdown(rep, run_dir, cells, summary, metrics, threshold, rd, bd, prov)
+        _write_html(rep, run_dir, cells, summary, metrics, threshold, rd, bd, prov)
+        return rep
+    finally:
+        store.close()
+
+
+CAPTIONS = {
+    "failure_rate": "Failure rate vs level with Wilson 95% bands, per codec and scope.",
+    "quality": "Quality over ok decodes vs level (mean, 95% band); dashed: the clean decode.",
+    "status": "Status composition per level.",
+    "rd": "Rate–distortion of the clean decodes (mean over images, 95% interval).",
+    "grid": "One image across levels: original, clean decode, corrupted decodes (re-decoded and verified "
+    "against the run's hashes); captions give the metric vs the original or the failure.",
+}
+
+
+def _title(prov: dict[str, str], run_dir: Path) -> str:
+    return f"Robustness report: {prov.get('suite_name', '?')} ({run_dir})"
+
+
+def _write_markdown(rep, run_dir, cells, summary, metrics, threshold, rd, bd, prov) -> None:
+    parts = [f"# {_title(prov, run_dir)}", "", tables.footer(cells), "", READING_GUIDE, ""]
+    parts += [*(f"> {n}" for n in rep.notes), ""]
+    parts += ["## Summary", "", tables.to_markdown(summary, metrics), ""]
+    parts += ["## Threshold (failure ≤ 1% and ≤ 1 dB from clean)", "", _markdown(threshold), ""]
+    parts += ["## Rate–distortion (clean decodes)", "", _markdown(rd), "", "## BD-rate", ""]
+    parts += [_markdown(bd) if not bd.empty else f"_{BD_EMPTY}_", ""]
+    for name, paths in rep.figures.items():
+        link = paths[0].relative_to(run_dir)
+        parts += [f"## Figure: {name}", "", CAPTIONS.get(name, ""), "", f"![{name}]({link})", ""]
+    parts += ["## Tables written", "", *(f"- `{p.relative_to(run_dir)}`" for p in rep.tables.values()), ""]
+    parts += ["## Provenance", "", _markdown(_provenance_rows(prov)), ""]
+    rep.markdown.write_text("\n".join(parts))
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
+table.t{border-collapse:collapse;font-size:12px;margin:0.5em 0}
+table.t td,table.t th{border:1px solid #ccc;padding:2px 6px;text-align:right}
+table.t th{background:#f0f0f0}
+table.prov td{text-align:left;font-family:monospace;font-size:11px;word-break:break-all}
+figure{margin:1em 0} figure img{max-width:100%;border:1px solid #ddd}
+.note{background:#fff6d6;padding:0.5em;border-left:4px solid #e0a93b}
+details{margin:0.5em 0} pre{white-space:pre-wrap;font-size:11px;background:#f7f7f7;padding:0.5em}
+"""
+
+
+def _write_html(rep, run_dir, cells, summary, metrics, threshold, rd, bd, prov) -> None:
+    e = html.escape
+    body = [f"<h1>{e(_title(prov, run_dir))}</h1>", f"<p>{e(tables.footer(cells))}</p>"]
+    body += [f'<p class="note">{e(n)}</p>' for n in rep.notes]
+    body.append(f"<details open><summary>How to read the tables</summary><p>{_inline(READING_GUIDE)}</p></details>")
+    shown = summary.drop(columns=[c for c in summary.columns if c.endswith(("_ci_low", "_ci_high"))])
+    body += ["<h2>Summary</h2>", _html_table(tables.human_table(summary, metrics))]
+    body += ["<details><summary>All summary columns</summary>", _html_table(shown), "</details>"]
+    body += ["<h2>Threshold (failure ≤ 1% and ≤ 1 dB from clean)</h2>", _html_table(threshold)]
+    body += ["<h2>Rate–distortion (clean decodes)</h2>", _html_table(rd), "<h2>BD-rate</h2>"]
+    body.append(_html_table(bd) if not bd.empty else f"<p><em>{e(BD_EMPTY)}</em></p>")
+    for name, paths in rep.figures.items():
+        body.append(f"<figure>{_img(paths[0], name)}<figcaption>{e(CAPTIONS.get(name, ''))}</figcaption></figure>")
+    body += ["<h2>Per-image results</h2>", f"<p>In <code>{e(str(rep.tables['per_image']))}</code>.</p>"]
+    body += ["<h2>Provenance</h2>", _html_table(_provenance_rows(prov), "t prov")]
+    if prov.get("suite_text"):
+        body.append(f"<details><summary>Suite file</summary><pre>{e(prov['suite_text'])}</pre></details>")
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{e(_title(prov, run_dir))}</title><style>{_CSS}</style></head>"
+        f"<body>{''.join(body)}</body></html>\n"
+    )
+    rep.html.write_text(page, encoding="utf-8")
