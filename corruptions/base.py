@@ -23,6 +23,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from harness.options import build_options
+
 
 class CorruptionError(ValueError):
     """Bad corruption parameters or scope (a user error, reported before any work)."""
@@ -49,16 +51,7 @@ class Corruption(ABC):
         pass
 
     def __init__(self, **params: Any) -> None:
-        known = {f.name for f in dataclasses.fields(self.Params)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise CorruptionError(
-                f"{self.name}: unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
-            )
-        try:
-            self.params = self.Params(**params)
-        except TypeError as exc:
-            raise CorruptionError(f"{self.name}: {exc}") from None
+        self.params = build_options(self.Params, params, self.name, "parameter", CorruptionError)
         self.validate()
 
     def validate(self) -> None:  # noqa: B027 - optional hook, empty by default

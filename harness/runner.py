@@ -13,6 +13,7 @@ Cells already in the store are skipped, so running the same command again resume
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from collections import Counter, OrderedDict
@@ -495,6 +496,7 @@ class Runner:
                 **base,
             )
         reconstruct_s = time.perf_counter() - t0
+        timings = codec.stage_timings()  # per-stage seconds of this reconstruct (RDEIC: entropy, steps, VAE)
         problem = check_output(image, codec.decoded_shape(cell.height, cell.width))
         if problem:
             return DecodeRecord(
@@ -521,6 +523,7 @@ class Runner:
             metrics=metrics,
             reconstruct_s=reconstruct_s,
             metrics_s=time.perf_counter() - t0,
+            timings=timings,
             **base,
         )
 
@@ -560,6 +563,9 @@ class Runner:
             "bytes_header": header,
             "bpp": 8.0 * n_bytes / pixels,
             "header_bpp": 8.0 * header / pixels,
+            # over the pixels the codec actually coded (RDEIC pads to multiples of 64): only for comparison
+            # with published numbers that count padded pixels
+            "padded_bpp": 8.0 * n_bytes / math.prod(self.codec_of(cell).decoded_shape(cell.height, cell.width)[:2]),
             "bits_exposed": channel.bits_exposed,
             "expected_flips": channel.expected_flips,
             "actual_flips": channel.actual_flips,

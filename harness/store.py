@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS decodes (
     parse_s REAL,
     reconstruct_s REAL,
     metrics_s REAL,
-    wall_s REAL);
+    wall_s REAL,
+    timings TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cells (
     key TEXT PRIMARY KEY,
     dataset TEXT NOT NULL, dataset_version TEXT NOT NULL, image_id TEXT NOT NULL, image_sha256 TEXT NOT NULL,
@@ -44,6 +45,7 @@ CREATE TABLE IF NOT EXISTS cells (
     suite_seed INTEGER NOT NULL, replicate INTEGER NOT NULL, decode_seed INTEGER NOT NULL,
     status TEXT NOT NULL, error_type TEXT, error_message TEXT,
     bytes_total INTEGER NOT NULL, bytes_header INTEGER NOT NULL, bpp REAL NOT NULL, header_bpp REAL NOT NULL,
+    padded_bpp REAL NOT NULL,
     bits_exposed INTEGER NOT NULL, expected_flips REAL NOT NULL, actual_flips INTEGER NOT NULL,
     p_error_free REAL NOT NULL, channel TEXT NOT NULL,
     fec_overhead_bpp REAL NOT NULL, residual_flips INTEGER,
@@ -72,6 +74,7 @@ class DecodeRecord:
     reconstruct_s: float = 0.0
     metrics_s: float = 0.0
     wall_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # codec stages (entropy decode, each step, VAE)
 
 
 class ResultStore:
@@ -110,7 +113,7 @@ class ResultStore:
         with self._transaction():
             if new_decode:
                 self._db.execute(
-                    "INSERT OR IGNORE INTO decodes VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT OR IGNORE INTO decodes VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         decode.decode_key,
                         decode.status,
@@ -122,6 +125,7 @@ class ResultStore:
                         decode.reconstruct_s,
                         decode.metrics_s,
                         decode.wall_s,
+                        _dumps(decode.timings),
                     ),
                 )
             row = dict(cell)
@@ -141,7 +145,7 @@ class ResultStore:
         row = self._db.execute("SELECT * FROM decodes WHERE decode_key = ?", (decode_key,)).fetchone()
         if row is None:
             return None
-        return DecodeRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), *row[6:10])
+        return DecodeRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), *row[6:10], json.loads(row[10]))
 
     def cells_frame(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
         """Cells (optionally restricted to ``keys``) with metrics expanded to columns ``metric.<name>``."""

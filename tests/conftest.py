@@ -36,3 +36,14 @@ def write_suite(
         f'[[datasets]]\nname = "samples"\nlimit_images = {limit_images}\n{codecs}\n{corruptions}\n'
     )
     return path
+
+
+def stored_cells(run_dir: Path):
+    """The cells a run directory's results store holds, as a DataFrame (metrics as ``metric.<name>``)."""
+    from harness.store import ResultStore
+
+    store = ResultStore(run_dir / "results.sqlite")
+    try:
+        return store.cells_frame()
+    finally:
+        store.close()

@@ -234,3 +234,36 @@ def test_official_checkpoints_load_strictly_and_round_trip():
     mse = np.mean((out.astype(float) - image) ** 2)
     assert 10 * np.log10(255**2 / mse) > codec.clean_psnr_floor_db
     assert 8 * len(bs.data) / image.shape[0] / image.shape[1] < 1.0  # an extreme-compression codec
+
+
+@pytest.mark.slow
+def test_latent_corruptions_act_at_rdeic_hooks_through_the_runner(tmp_path):
+    """Plumbing only (random weights, no number is reported): each hook really receives the corruption, and
+    the per-stage timings and padded-pixel bpp reach the store."""
+    import json
+
+    from harness.config import load_suite
+    from harness.runner import RunOptions, run
+    from harness.store import ResultStore
+
+    codecs = (
+        '[[codecs]]\ncodec = "rdeic"\nlabel = "rdeic-test"\n'
+        'options = { config = "test", allow_random_weights = true, z_coding = "fixed_length" }\n'
+    )
+    corr = (
+        '[[corruptions]]\ncorruption = "latent_gaussian"\nscopes = ["*"]\ngrid = { sigma = [0.0, 1.0], unit = ["rel"] }'
+    )
+    suite = write_suite(tmp_path / "s.toml", codecs=codecs, corruptions=corr, seeds=1, limit_images=1, timeout_s=60)
+    run(RunOptions(suite=load_suite(str(suite)), out=tmp_path / "run", workers=1, progress=False))
+    store = ResultStore(tmp_path / "run" / "results.sqlite")
+    try:
+        cells = store.cells_frame()
+        timings = [json.loads(t) for (t,) in store._db.execute("SELECT timings FROM decodes")]
+    finally:
+        store.close()
+    assert set(cells["scope"]) == {"y_hat", "c_latent", "guide_hint"} and set(cells["status"]) == {"ok"}
+    zero, noisy = cells[cells["level"].str.startswith("sigma=0,")], cells[cells["level"].str.startswith("sigma=1,")]
+    assert (zero["metric.psnr_vs_clean"] == float("inf")).all()  # sigma 0 is an exact identity at every hook
+    assert (noisy["metric.psnr_vs_clean"] < float("inf")).all()  # sigma 1 changes the decode at every hook
+    assert (cells["padded_bpp"] <= cells["bpp"]).all() and (cells["bits_exposed"] == 0).all()
+    assert all("entropy_decode_s" in t and len(t) > 2 for t in timings)

@@ -10,11 +10,10 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, TESTS, write_suite
+from conftest import ROOT, TESTS, stored_cells, write_suite
 
 from harness.config import SuiteError, load_suite
 from harness.runner import ControlError, RunOptions, make_plan, run
-from harness.store import ResultStore
 
 BSC = '[[corruptions]]\ncorruption = "bsc"\nscopes = ["payload"]\ngrid = {{ ber = [{levels}] }}'
 TIMING = ["corrupt_s", "encode_s", "finished_at"]
@@ -29,19 +28,11 @@ def _run(tmp_path, suite_text_path, out="run", **kw):
     return run(opts), opts
 
 
-def _cells(out):
-    store = ResultStore(out / "results.sqlite")
-    try:
-        return store.cells_frame()
-    finally:
-        store.close()
-
-
 def test_every_failure_mode_gets_its_status_and_the_sweep_finishes(tmp_path):
     codecs = "".join(fake(m) for m in ("ok", "segfault", "hang", "raise", "nan", "wrong_shape"))
     suite = write_suite(tmp_path / "s.toml", codecs=codecs, corruptions=BSC.format(levels="0.0, 0.01"), timeout_s=1.5)
     result, _ = _run(tmp_path, suite)
-    cells = _cells(tmp_path / "run")
+    cells = stored_cells(tmp_path / "run")
     assert result.computed == len(cells) == 6 * 2 * 2 * 2  # codecs x images x levels x seeds
     corrupted = cells[cells["level"] == "ber=0.01"].groupby("codec_label")["status"].agg(set).to_dict()
     assert corrupted == {
@@ -63,7 +54,7 @@ def test_ber_zero_reproduces_clean_decode_and_identical_streams_decode_once(tmp_
     # ~3 Mbit streams at BER 1e-7: about 0.3 expected flips, so most corrupted streams equal the clean one.
     suite = write_suite(tmp_path / "s.toml", codecs=fake("ok"), corruptions=BSC.format(levels="0.0, 1e-7"), seeds=3)
     result, _ = _run(tmp_path, suite)
-    cells = _cells(tmp_path / "run")
+    cells = stored_cells(tmp_path / "run")
     untouched = cells[cells["actual_flips"] == 0]
     assert len(untouched) > len(cells) / 2 and (cells.loc[cells["level"] == "ber=0", "actual_flips"] == 0).all()
     assert (untouched["metric.psnr_vs_clean"] == float("inf")).all()
@@ -78,7 +69,7 @@ def test_same_seed_same_rows(tmp_path):
     suite = write_suite(tmp_path / "s.toml", codecs=codecs, corruptions=BSC.format(levels="0.0, 1e-3"))
     _run(tmp_path, suite, out="a")
     _run(tmp_path, suite, out="b")
-    a, b = (_cells(tmp_path / d).drop(columns=TIMING) for d in ("a", "b"))
+    a, b = (stored_cells(tmp_path / d).drop(columns=TIMING) for d in ("a", "b"))
     assert len(a) == 8 and (a["actual_flips"] > 0).any()
     assert a.equals(b)
 
@@ -135,7 +126,7 @@ LATENT = '[[corruptions]]\ncorruption = "fake_latent_noise"\nscopes = ["image"]\
 def test_latent_corruption_acts_between_parse_and_reconstruct(tmp_path):
     suite = write_suite(tmp_path / "s.toml", codecs=fake("ok"), corruptions=LATENT)
     result, _ = _run(tmp_path, suite)
-    cells = _cells(tmp_path / "run")
+    cells = stored_cells(tmp_path / "run")
     assert set(cells["status"]) == {"ok"} and (cells["bits_exposed"] == 0).all()
     zero, noisy = cells[cells["level"] == "amp=0"], cells[cells["level"] == "amp=20"]
     assert (zero["metric.psnr_vs_clean"] == float("inf")).all()

@@ -6,11 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_suite
+from conftest import stored_cells, write_suite
 
 from harness.config import SuiteError, load_suite
 from harness.runner import RunOptions, make_plan, run
-from harness.store import ResultStore
 
 J2K = '[[codecs]]\ncodec = "jpeg2000"\noptions = { target_bpp = 0.5 }\n'
 FEC = """[[corruptions]]
@@ -21,18 +20,10 @@ fec = [{ n = 255, k = 223, depth = 1 }, { depth = 4, on_failure = "pass_through"
 """
 
 
-def _cells(out):
-    store = ResultStore(out / "results.sqlite")
-    try:
-        return store.cells_frame()
-    finally:
-        store.close()
-
-
 def test_fec_layer_corrects_fails_and_passes_through(tmp_path):
     suite = write_suite(tmp_path / "s.toml", codecs=J2K, corruptions=FEC, seeds=2)
     run(RunOptions(load_suite(str(suite)), tmp_path / "run", workers=2, progress=False))
-    cells = _cells(tmp_path / "run")
+    cells = stored_cells(tmp_path / "run")
     assert len(cells) == 2 * 3 * 2 * 2  # images x levels x fec configs x seeds
     cells["depth"] = [json.loads(f)["depth"] for f in cells["fec"]]
     fec_info = [json.loads(c)["fec"] for c in cells["channel"]]
@@ -72,7 +63,7 @@ def test_burst_cells_record_the_derived_chain(tmp_path):
     )
     suite = write_suite(tmp_path / "s.toml", codecs=J2K, corruptions=burst, seeds=2)
     run(RunOptions(load_suite(str(suite)), tmp_path / "run", workers=2, progress=False))
-    cells = _cells(tmp_path / "run")
+    cells = stored_cells(tmp_path / "run")
     assert len(cells) == 2 * 2 * 2
     chains = [json.loads(c) for c in cells["channel"]]
     assert {round(1 / c["p_bad_to_good"]) for c in chains} == {8, 64}

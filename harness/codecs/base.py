@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from harness.hashing import key_of
+from harness.options import build_options
 
 DecodedState = dict[str, Any]
 #: ``hook(name, array) -> array``: called by ``reconstruct`` at each declared hook point.
@@ -117,13 +118,7 @@ class Codec(ABC):
         pass
 
     def __init__(self, **options: Any) -> None:
-        known = {f.name for f in dataclasses.fields(self.Options)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise CodecError(
-                f"{self.name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known)) or 'none'}"
-            )
-        self.options = self.Options(**options)
+        self.options = build_options(self.Options, options, self.name, "option", CodecError)
 
     # -- identity -------------------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -169,6 +164,10 @@ class Codec(ABC):
     def reconstruct(self, state: DecodedState, decode_seed: int, hook: LatentHook | None = None) -> np.ndarray:
         """Trusted half of decoding: state to the uint8 image of ``decoded_shape`` a user would see,
         passing each hook point's array through ``hook`` when given."""
+
+    def stage_timings(self) -> dict[str, float]:
+        """Seconds per stage of the latest ``reconstruct`` (e.g. each denoising step), stored with the cell."""
+        return {}
 
     def decoded_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """Shape ``reconstruct`` returns for an original of ``height`` x ``width`` (codecs that pad say so)."""

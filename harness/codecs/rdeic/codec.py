@@ -150,6 +150,9 @@ class RDEIC(Codec):
                 out[pkg] = "absent"
         return out
 
+    def stage_timings(self) -> dict[str, float]:
+        return dict(self.last_timings)
+
     def decoded_shape(self, height: int, width: int) -> tuple[int, int, int]:
         return (pad_to(height), pad_to(width), 3)
 
