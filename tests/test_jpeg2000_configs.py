@@ -79,6 +79,15 @@ def test_rate_matching_lands_within_two_percent_on_every_sample(images):
             assert abs(bpp - target) <= 0.02 * target, (image.shape, target, bpp)
 
 
+def test_rate_steps_that_skip_the_band_fall_back_to_the_closest_with_a_warning(images):
+    gravel = next(i for i in images if i.shape[:2] == (330, 500))
+    codec = create_codec("j2k-reversible", rate_tolerance=0.02)
+    with pytest.warns(UserWarning, match="rate steps skip"):
+        stream = codec.encode_at_rate(gravel, 0.2506)  # measured: 5/3 steps from 0.2431 to 0.2565 bpp here
+    bpp = 8 * len(stream.data) / (330 * 500)
+    assert 0.02 * 0.2506 < abs(bpp - 0.2506) <= 0.10 * 0.2506
+
+
 def test_unreachable_rate_is_a_clear_error(images):
     with pytest.raises(CodecError, match="cannot reach"):
         create_codec("jpeg2000", rate_tolerance=0.02).encode_at_rate(images[0], 0.0005)
