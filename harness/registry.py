@@ -14,6 +14,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -133,6 +134,24 @@ CODECS.register("j2k-layers", Preset("jpeg2000", {"layers": 5}, "5 quality layer
 CODECS.register(
     "j2k-tiles",
     Preset("jpeg2000", {"tile_size": 128, "precinct": 64, "codeblock": 32}, "128 px tiles, 64 px precincts"),
+)
+# RDEIC-tiny: the project's own small RDEIC, weights shipped in weights/rdeic-tiny/ (MODEL_CARD.md there).
+TINY_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "rdeic-tiny"
+CODECS.register(
+    "rdeic-tiny@low",
+    Preset(
+        "rdeic",
+        {"config": "tiny", "weights": str(TINY_WEIGHTS / "rdeic-tiny-low.safetensors")},
+        "RDEIC-tiny, lower rate",
+    ),
+)
+CODECS.register(
+    "rdeic-tiny@high",
+    Preset(
+        "rdeic",
+        {"config": "tiny", "weights": str(TINY_WEIGHTS / "rdeic-tiny-high.safetensors")},
+        "RDEIC-tiny, higher rate",
+    ),
 )
 
 CORRUPTIONS: Registry = Registry("corruption", "harness.corruptions")

@@ -41,7 +41,7 @@ def test_demo_suite_runs_and_second_call_does_no_new_work(tmp_path):
     ]
     first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
-    assert "| jpeg2000@0.25bpp" in first.stdout and "fail % [95% CI]" in first.stdout
+    assert "| jpeg2000@rdeic-tiny" in first.stdout and "fail % [95% CI]" in first.stdout
     assert (tmp_path / "demo" / "summary.csv").is_file() and (tmp_path / "demo" / "summary.md").is_file()
     second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert "12 cells planned, 12 already done, 0 computed" in second.stdout
+    assert "42 cells planned, 42 already done, 0 computed" in second.stdout
