@@ -37,6 +37,9 @@ class Cell:
     decode_seed: int
     metrics: tuple[str, ...]
     fec: dict[str, Any] | None = None
+    #: fingerprint of the codec whose channel/noise draws this cell reuses (common random numbers for paired
+    #: before/after comparisons of codecs with identical bitstreams); None: its own
+    channel_codec: str | None = None
     # ... and descriptive fields for people, kept out of the key
     image_id: str = field(default="", compare=False)
     codec_label: str = field(default="", compare=False)
@@ -55,11 +58,20 @@ class Cell:
             "seed": {"suite": self.suite_seed, "replicate": self.replicate},
             "decode_seed": self.decode_seed,
             "metrics": sorted(self.metrics),
-        }
+        } | ({"channel_codec": self.channel_codec} if self.channel_codec else {})
 
     @cached_property
     def key(self) -> str:
         return key_of(self.key_fields())
+
+    @cached_property
+    def rng_key(self) -> str:
+        """The key the corruption RNG is seeded from: the cell's own, or (paired) the key the same cell of the
+        ``channel_codec`` has, so both codecs see the same flips / noise."""
+        if not self.channel_codec:
+            return self.key
+        fields = {k: v for k, v in self.key_fields().items() if k != "channel_codec"}
+        return key_of({**fields, "codec": {"name": self.codec, "fingerprint": self.channel_codec}})
 
     @cached_property
     def encode_key(self) -> str:
@@ -68,7 +80,7 @@ class Cell:
 
     def rng(self) -> np.random.Generator:
         """The corruption RNG of this cell: seeded from its key, never from position or global state."""
-        return np.random.default_rng(np.random.SeedSequence(int(self.key, 16)))
+        return np.random.default_rng(np.random.SeedSequence(int(self.rng_key, 16)))
 
 
 def encode_key(image_sha256: str, height: int, width: int, preprocessing: str, codec_fingerprint: str) -> str:

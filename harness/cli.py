@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "metrics": ("harness.commands.metrics", "list metrics and whether their weights are present (metrics check)"),
     "report": ("harness.commands.report", "write report.html and report.md (tables, plots) for a run directory"),
     "regress": ("harness.commands.regress", "compare a run's summary with a committed baseline within tolerances"),
+    "finetune": ("harness.commands.finetune", "fine-tune an RDEIC adapter on a dataset's training split"),
 }
 
 
@@ -90,6 +91,8 @@ def run_suite(args: argparse.Namespace) -> int:
     from reports.tables import write_summary
 
     suite = load_suite(args.suite)
+    if suite.finetune is not None:
+        return run_finetune_suite(args, suite)
     suite = with_weight_flags(suite, args.rdeic_ckpt, args.sd_ckpt)  # no-op without the flags
     out = args.out or Path("runs") / suite.name
     opts = RunOptions(
@@ -122,6 +125,50 @@ def run_suite(args: argparse.Namespace) -> int:
         f"{out}/summary.csv, {out}/summary.md"
     )
     try:  # the report is a view of stored results: its failure never loses them
+        from reports.report import build
+
+        print(f"Report: {build(out).html}")
+    except Exception as exc:
+        print(f"evaluate.py: report not written ({type(exc).__name__}: {exc}); results are kept", file=sys.stderr)
+    return 0
+
+
+def run_finetune_suite(args: argparse.Namespace, suite) -> int:
+    """A suite with a ``[finetune]`` table (harness/ood.py): fine-tune per OOD dataset, evaluate before/after."""
+    import dataclasses
+
+    from harness.ood import run_ood, write_outputs
+    from harness.runner import ControlError
+    from harness.store import ResultStore
+    from reports.tables import write_summary
+
+    if args.codec or args.dataset or args.limit_images or args.seeds:
+        raise UsageError("--codec/--dataset/--limit-images/--seeds do not apply to a [finetune] suite; edit its TOML")
+    flags = {k: str(v) for k, v in (("rdeic_ckpt", args.rdeic_ckpt), ("sd_ckpt", args.sd_ckpt)) if v}
+    if flags:
+        spec = suite.finetune
+        suite = dataclasses.replace(suite, finetune=dataclasses.replace(spec, options={**spec.options, **flags}))
+    out = args.out or Path("runs") / suite.name
+    try:
+        result = run_ood(suite, out, args.workers, args.fresh, not args.no_progress)
+    except ControlError as exc:
+        print(f"evaluate.py: control failed, no table written: {exc}", file=sys.stderr)
+        return 3
+    store = ResultStore(out / "results.sqlite")
+    try:
+        cells = store.cells_frame(result.keys)
+    finally:
+        store.close()
+    print(write_summary(out, cells, suite.metrics, f"{suite.name}: {out}"))
+    text = write_outputs(out, cells, result, suite.metrics)
+    print(text)
+    failed = [c for c in __import__("json").loads((out / "ood_groups.json").read_text())["bitstreams"]
+              if c["must_be_identical"] and (c["different"] or c["missing_from_cache"])]  # fmt: skip
+    if failed:
+        print(f"evaluate.py: control failed: an adapter mode changed or lost bitstreams: {failed}", file=sys.stderr)
+        return 3
+    print(f"{len(result.keys)} cells ({result.computed} computed) in {result.seconds:.1f} s. Results: {out}")
+    try:
         from reports.report import build
 
         print(f"Report: {build(out).html}")

@@ -28,9 +28,12 @@ import itertools
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.hashing import sha256_bytes
+
+if TYPE_CHECKING:
+    from harness.datasets.partition import Partition
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 
@@ -55,6 +58,8 @@ class DatasetConfig:
     min_side: int = 0
     max_pixels: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    #: one part of a seeded train/val/test partition (harness/datasets/partition.py); None: the whole index
+    partition: Partition | None = None
 
     def loader_options(self) -> dict[str, Any]:
         opts = {"path": self.path, "split": self.split, "hub_id": self.hub_id, "max_pixels": self.max_pixels}
@@ -68,6 +73,8 @@ class CodecConfig:
     options: dict[str, Any] = field(default_factory=dict)
     #: label of another codec config in the suite whose bpp this one matches, image by image
     match_rate_of: str | None = None
+    #: label of another codec config whose corruption draws this one reuses, cell by cell (paired comparisons)
+    paired_with: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,12 @@ class Suite:
     corruptions: tuple[CorruptionConfig, ...]
     path: str = ""
     text: str = ""
+    #: the clean-round-trip control's PSNR floor for every codec of the suite (None: each codec's own, 15 dB by
+    #: default); lower it, with a comment saying why, for data a codec is expected to handle poorly (OOD domains)
+    clean_psnr_floor_db: float | None = None
+    #: fine-tune-then-evaluate suites: the ``[finetune]`` table (harness/ood.py: FinetuneSpec); datasets and
+    #: codecs are then derived from it per OOD dataset
+    finetune: Any = None
 
     @property
     def sha256(self) -> str:
@@ -132,6 +145,7 @@ _DATASET_KEYS = {
     "min_side",
     "max_pixels",
     "options",
+    "partition",
 }
 
 
@@ -150,6 +164,15 @@ def _dataset_config(raw: Any, where: str) -> DatasetConfig:
     except PolicyError as exc:
         raise SuiteError(f"{where}.preprocessing: {exc}") from None
     limit, max_pixels = d.get("limit_images"), d.get("max_pixels")
+    partition = None
+    if d.get("partition") is not None:
+        from harness.datasets.base import DatasetError
+        from harness.datasets.partition import Partition
+
+        try:
+            partition = Partition.from_table(d["partition"], f"{where}.partition")
+        except DatasetError as exc:
+            raise SuiteError(str(exc)) from None
     return DatasetConfig(
         name=d["name"],
         preprocessing=prep,
@@ -160,6 +183,7 @@ def _dataset_config(raw: Any, where: str) -> DatasetConfig:
         min_side=_int(d.get("min_side", 0), f"{where}.min_side", 0),
         max_pixels=None if max_pixels is None else _int(max_pixels, f"{where}.max_pixels", 1),
         options=dict(options),
+        partition=partition,
     )
 
 
@@ -182,17 +206,37 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
             "datasets",
             "codecs",
             "corruptions",
+            "finetune",
+            "clean_psnr_floor_db",
         },
-        {"name", "datasets", "codecs", "corruptions"},
+        {"name", "corruptions"},
     )
+    finetune = None
+    if "finetune" in top:
+        from harness.ood import parse_finetune
+
+        if "datasets" in top or "codecs" in top:
+            raise SuiteError(f"{path}: a [finetune] suite takes its datasets and codec from [finetune], not from "
+                             "[[datasets]] / [[codecs]]")  # fmt: skip
+        finetune = parse_finetune(top["finetune"], path)
+    else:
+        missing = [k for k in ("datasets", "codecs") if k not in top]
+        if missing:
+            raise SuiteError(f"{path}: missing key(s) {', '.join(missing)}")
     datasets = []
-    for i, d in enumerate(top["datasets"]):
+    for i, d in enumerate(top.get("datasets", [])):
         datasets.append(_dataset_config(d, f"{path}: datasets[{i}]"))
     codecs = []
-    for i, c in enumerate(top["codecs"]):
-        c = _table(c, f"{path}: codecs[{i}]", {"codec", "label", "options", "match_rate_of"}, {"codec"})
+    for i, c in enumerate(top.get("codecs", [])):
+        c = _table(c, f"{path}: codecs[{i}]", {"codec", "label", "options", "match_rate_of", "paired_with"}, {"codec"})
         codecs.append(
-            CodecConfig(c["codec"], c.get("label", c["codec"]), dict(c.get("options", {})), c.get("match_rate_of"))
+            CodecConfig(
+                c["codec"],
+                c.get("label", c["codec"]),
+                dict(c.get("options", {})),
+                c.get("match_rate_of"),
+                c.get("paired_with"),
+            )
         )
     labels = [c.label for c in codecs]
     if len(set(labels)) != len(labels):
@@ -218,6 +262,9 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
     timeout = top.get("timeout_s", 30.0)
     if not isinstance(timeout, int | float) or timeout <= 0:
         raise SuiteError(f"{path}: timeout_s must be a positive number of seconds")
+    floor = top.get("clean_psnr_floor_db")
+    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, int | float)):
+        raise SuiteError(f"{path}: clean_psnr_floor_db must be a number of dB")
     metrics = top.get("metrics", ["psnr"])
     if not isinstance(metrics, list) or not metrics:
         raise SuiteError(f"{path}: metrics is a non-empty list of metric names")
@@ -234,6 +281,8 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
         corruptions=tuple(corruptions),
         path=path,
         text=text,
+        finetune=finetune,
+        clean_psnr_floor_db=None if floor is None else float(floor),
     )
 
 

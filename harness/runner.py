@@ -150,8 +150,15 @@ def make_plan(opts: RunOptions) -> Plan:
                 f"does not itself match a rate (got {ref!r})"
             )
         rate_refs[label] = ref
+    pair_refs: dict[str, str] = {}
+    for label in selected:
+        other = by_label[label].paired_with
+        if other is not None:
+            if other not in by_label or other == label or by_label[other].paired_with is not None:
+                raise SuiteError(f"codec {label!r}: paired_with must name another codec label, got {other!r}")
+            pair_refs[label] = other
     codecs: dict[str, Codec] = {}
-    for label in dict.fromkeys([*selected, *rate_refs.values()]):
+    for label in dict.fromkeys([*selected, *rate_refs.values(), *pair_refs.values()]):
         cfg = by_label[label]
         try:
             codecs[label] = create_codec(cfg.codec, **cfg.options)
@@ -163,6 +170,11 @@ def make_plan(opts: RunOptions) -> Plan:
     fingerprints = {label: codec.fingerprint() for label, codec in codecs.items()}
     for label, ref in rate_refs.items():
         fingerprints[label] = key_of({"codec": fingerprints[label], "rate_of": fingerprints[ref]})
+    channel_codecs: dict[str, str] = {}  # label -> fingerprint whose corruption draws it reuses
+    for label, other in pair_refs.items():
+        if codecs[other].name != codecs[label].name:
+            raise SuiteError(f"codec {label!r}: paired_with needs the same codec ({codecs[label].name}), got {other!r}")
+        channel_codecs[label] = fingerprints[other]
 
     corruptions: dict[str, Corruption] = {}
     levels: list[tuple[str, dict[str, Any], str, Corruption, dict[str, Any] | None]] = []
@@ -212,6 +224,7 @@ def make_plan(opts: RunOptions) -> Plan:
                 limit=opts.limit_images or dcfg.limit_images,
                 seed=suite.seed,
                 min_side=max(dcfg.min_side, codec_min_side),
+                partition=dcfg.partition,
             )
         except (RegistryError, DatasetError) as exc:
             raise SuiteError(str(exc)) from None
@@ -244,6 +257,7 @@ def make_plan(opts: RunOptions) -> Plan:
                                 preprocessing=prep,
                                 codec=codec.name,
                                 codec_fingerprint=fingerprint,
+                                channel_codec=channel_codecs.get(label),
                                 corruption=name,
                                 params=params,
                                 scope=scope,
@@ -390,10 +404,13 @@ class Runner:
             clean[seed] = image
             clean_metrics[seed] = {name: m(image, original) for name, m in self.plan.metrics.items()}
             psnr = clean_metrics[seed].get("psnr")
-            if psnr is not None and psnr < codec.clean_psnr_floor_db:
+            floor, whose = codec.clean_psnr_floor_db, "codec's"
+            if self.opts.suite.clean_psnr_floor_db is not None and floor != -math.inf:
+                floor, whose = self.opts.suite.clean_psnr_floor_db, "suite's"
+            if psnr is not None and psnr < floor:
                 raise ControlError(
                     f"{cell.codec_label} on {entry.id}: clean round trip gives {psnr:.2f} dB PSNR, below the "
-                    f"codec's floor of {codec.clean_psnr_floor_db} dB; refusing to build a table on a broken codec"
+                    f"{whose} floor of {floor} dB; refusing to build a table on a broken codec"
                 )
         art = Artifacts(original, encoded, clean, clean_metrics)
         self._artifacts[key] = art
@@ -570,7 +587,8 @@ class Runner:
             "expected_flips": channel.expected_flips,
             "actual_flips": channel.actual_flips,
             "p_error_free": channel.p_error_free,
-            "channel": {**channel.extra, "fec": tx.fec} if tx.fec else channel.extra,
+            "channel": ({**channel.extra, "fec": tx.fec} if tx.fec else channel.extra)
+            | ({"rng_key": cell.rng_key} if cell.channel_codec else {}),
             "fec_overhead_bpp": 8.0 * tx.fec["overhead_bytes"] / pixels if tx.fec else 0.0,
             "residual_flips": tx.fec["residual_flips"] if tx.fec else None,
             "stream_sha256": tx.received_sha256,
@@ -621,6 +639,7 @@ def _execute(opts: RunOptions, plan: Plan, store: ResultStore, started: float, t
                 "suite_text": suite.text,
                 "workers": opts.workers,
                 "timeout_s": suite.timeout_s,
+                "clean_psnr_floor_db": suite.clean_psnr_floor_db,
                 "image_subsets": plan.subsets,
                 "datasets": plan.datasets,
                 "skipped_images": plan.skipped_images,

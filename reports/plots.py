@@ -43,7 +43,8 @@ def _lines(g: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """One line per codec config, FEC setting and value of any other level parameter that varies in ``g``
     (e.g. burst length); the label names only what varies."""
     g = g.assign(_line=varying_label(list(g["params"])))
-    keys = ["codec"] + [k for k in ("fec", "_line") if k in g and g[k].nunique() > 1]
+    data = [k for k in ("dataset", "preprocessing") if k in g and g[k].nunique() > 1]
+    keys = ["codec"] + [k for k in (*data, "fec", "_line") if k in g and g[k].nunique() > 1]
     out = []
     for key, c in g.groupby(keys, sort=True):
         key = key if isinstance(key, tuple) else (key,)
@@ -144,10 +145,13 @@ def quality(summary: pd.DataFrame, metrics: tuple[str, ...], default_axis: str, 
 
 
 def status_composition(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
-    panels = list(summary.groupby(["codec", "corruption", "scope"], sort=True))
+    data = [k for k in ("dataset", "preprocessing") if k in summary and summary[k].nunique() > 1]
+    panels = list(summary.groupby([*data, "codec", "corruption", "scope"], sort=True))
     fig, axes = _panels(len(panels))
     statuses = [s.value for s in ALL_STATUSES if s.value in summary and summary[s.value].sum() > 0]
-    for ax, ((codec, corruption, scope), g) in zip(axes, panels, strict=True):
+    for ax, (key, g) in zip(axes, panels, strict=True):
+        *where, codec, corruption, scope = key
+        codec = " ".join([*map(str, where), str(codec)])
         g = g.sort_values("level_value")
         bottom = np.zeros(len(g))
         labels = _short_labels(g)
@@ -164,7 +168,8 @@ def status_composition(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
 
 
 def rd_curves(rd: pd.DataFrame, metrics: tuple[str, ...], out_dir: Path) -> list[Path]:
-    panels = [(m, d, g) for m in metrics for d, g in rd.groupby("dataset", sort=True)]
+    data = [k for k in ("dataset", "preprocessing") if k in rd and (k == "dataset" or rd[k].nunique() > 1)]
+    panels = [(m, " ".join(map(str, d)), g) for m in metrics for d, g in rd.groupby(data, sort=True)]
     fig, axes = _panels(len(panels))
     for ax, (m, dataset, g) in zip(axes, panels, strict=True):
         for curve, c in g.groupby("curve", sort=True):

@@ -79,7 +79,8 @@ class Redecoder:
         if encoded is None:
             return Redecoded(None, "encoded stream not in the run's cache")
         corruption = CORRUPTIONS.get(row["corruption"])(**json.loads(row["params"]))
-        rng = np.random.default_rng(np.random.SeedSequence(int(row["key"], 16)))  # == Cell.rng()
+        rng_key = json.loads(row["channel"] or "{}").get("rng_key", row["key"])  # paired cells: their partner's
+        rng = np.random.default_rng(np.random.SeedSequence(int(rng_key, 16)))  # == Cell.rng()
         data = encoded.bitstream.data
         hook = None
         if corruption.acts_on == "bitstream":

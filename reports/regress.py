@@ -1,7 +1,8 @@
 """Regression of a run's summary against a committed baseline (``reports/baselines/*.csv``).
 
-The baseline holds the *regression view* of the summary table: one row per (codec config, corruption,
-scope, level[, FEC]) and the columns below. Tolerances:
+The baseline holds the *regression view* of the summary table: one row per (dataset, preprocessing, codec
+config, corruption, scope, level[, FEC]) and the columns below (a baseline written before rows were split by
+dataset has no ``dataset`` / ``preprocessing`` columns and is compared on the keys it has). Tolerances:
 
 - exact: counts (cells, images, seeds, every status, n ok, n per metric) and bytes (file, header);
 - 1e-9 absolute: values derived from counts and bytes only (bpp, header bpp, failure rate, share within
@@ -29,7 +30,7 @@ import pandas as pd
 
 from harness.status import ALL_STATUSES
 
-KEYS = ["codec", "corruption", "scope", "level"]
+KEYS = ["dataset", "preprocessing", "codec", "corruption", "scope", "level"]
 EXACT = ["images", "seeds", "cells", *(s.value for s in ALL_STATUSES), "n_ok", "bytes_total", "bytes_header"]
 DERIVED = ["bpp", "header_bpp", "failure_rate", "within_1db_of_clean"]
 DERIVED_TOL = 1e-9
@@ -48,7 +49,7 @@ def tolerance(column: str) -> float:
 
 def regression_view(summary: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
     """The columns of ``summary`` that a baseline pins, in a stable order."""
-    keys = [*KEYS, "fec"] if "fec" in summary else list(KEYS)
+    keys = [k for k in [*KEYS, "fec"] if k in summary]
     cols = [*keys, *EXACT, *DERIVED]
     for m in metrics:
         cols += [m, f"{m}_n"]
@@ -129,12 +130,15 @@ def roundtrip(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(frame.to_csv(index=False)))
 
 
-#: Provenance keys whose change can legitimately change the baseline's numbers.
-LIBRARY_KEYS = ("openjpeg_version", "glymur_version")
+#: Provenance keys whose change can legitimately change a codec's numbers, per codec name.
+LIBRARY_KEYS = {"jpeg2000": ("openjpeg_version", "glymur_version")}
 
 
-def libraries_of(provenance: dict[str, str]) -> dict[str, str]:
-    return {k: provenance[k] for k in LIBRARY_KEYS if k in provenance}
+def libraries_of(provenance: dict[str, str], codecs: set[str] | None = None) -> dict[str, str]:
+    """The native library versions a baseline depends on: those of the codecs in the run (all when ``codecs``
+    is None). An RDEIC-only baseline records none, so it serves every OpenJPEG version."""
+    keys = [k for codec, ks in LIBRARY_KEYS.items() if codecs is None or codec in codecs for k in ks]
+    return {k: provenance[k] for k in keys if k in provenance}
 
 
 def _libraries_path(baseline: Path) -> Path:

@@ -28,17 +28,21 @@ import pandas as pd
 
 from harness.status import Status
 from reports import tables
+from reports.impute import Imputation
 
 READING_GUIDE = """\
-Each row of the summary is one (codec configuration, corruption, scope, level) over
-`cells` = images × seeds decodes. *fail %* counts every status but `ok` (exception, crash, timeout,
-invalid output, FEC failure) with its Wilson 95% interval: with few cells the interval is wide, and a 0%
+Each row of the summary is one (dataset, preprocessing, codec configuration, corruption, scope, level)
+over `cells` = images × seeds decodes: datasets and preprocessing policies are never pooled. *fail %*
+counts every status but `ok` (exception, crash, timeout, invalid output, FEC failure) with its Wilson 95%
+interval: with few cells the interval is wide, and a 0%
 row is not proof of robustness. Quality columns (mean ± half-width of the 95% t interval) are over `ok`
 decodes only, never with failures averaged in; `n ok` says how many. *≤1 dB of clean* is the share of ok
 decodes within 1 dB PSNR of the clean decode of the same stream (graceful degradation vs garbage). bpp is
 8 × file bytes / original pixels; header bpp is the part of it in the codec's header. The threshold table
 gives, per codec and scope, the highest level (walking up) at which the failure rate is ≤ 1% and the mean
-PSNR drop from the clean decode is ≤ 1 dB, with the upper ends of the intervals beside it."""
+PSNR drop from the clean decode is ≤ 1 dB, with the upper ends of the intervals beside it. Columns headed
+*incl. failures (failed = …)* appear only when asked for (`report --impute POLICY`): they average failures in
+at the value the named policy gives them, so read them with the failure rate."""
 
 
 #: The quality figure shows at most this many metrics (all of them are in the tables).
@@ -67,6 +71,9 @@ class Report:
     figures: dict[str, list[Path]] = field(default_factory=dict)
     tables: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    impute: tuple[Imputation, ...] = ()
+    distribution: pd.DataFrame | None = None
+    ood: dict | None = None  # fine-tune-then-evaluate tables (harness/ood.py), when the run has them
 
 
 def run_metrics(cells: pd.DataFrame, provenance: dict[str, str]) -> tuple[str, ...]:
@@ -189,8 +196,13 @@ def grid_rows(
     return rows
 
 
-def build(run_dir: Path, *, grid: bool = True) -> Report:
-    """Write the report of ``run_dir``; returns what was written."""
+def build(
+    run_dir: Path, *, grid: bool = True, impute: tuple[Imputation, ...] = (), distribution: bool = False
+) -> Report:
+    """Write the report of ``run_dir``; returns what was written. ``impute``: failure-imputation policies
+    whose labelled columns are added to the summary (:mod:`reports.impute`; none by default).
+    ``distribution``: compute FID/KID per group by re-decoding (:mod:`reports.distribution`; opt-in, slow);
+    without it a ``report/distribution.csv`` from an earlier such call is shown again."""
     from harness.store import ResultStore
     from reports import plots
 
@@ -202,7 +214,7 @@ def build(run_dir: Path, *, grid: bool = True) -> Report:
             raise ValueError(f"{run_dir}: the results store has no cells")
         cells = tables.prepare(raw)
         metrics = run_metrics(cells, prov)
-        summary = tables.summarise(cells, metrics)
+        summary = tables.summarise(cells, metrics, impute)
         computed = tables.computed_metrics(summary, metrics)
         out = run_dir / "report"
         out.mkdir(parents=True, exist_ok=True)
@@ -233,9 +245,12 @@ def build(run_dir: Path, *, grid: bool = True) -> Report:
                     rep.figures["grid"] = plots.visual_grid(rows, out)
             except Exception as exc:  # the grid is a picture: never lose the report for it
                 rep.notes.append(f"visual grid not drawn: {type(exc).__name__}: {exc}")
-        note = tables.not_computed_note(summary, metrics)
-        if note:
-            rep.notes.append(note)
+        rep.distribution = _distribution(run_dir, store, cells, prov, out, distribution, rep)
+        rep.ood = _ood(run_dir, out, rep)
+        for note in (tables.not_computed_note(summary, metrics), tables.imputation_note(impute)):
+            if note:
+                rep.notes.append(note)
+        rep.impute = impute
         _write_markdown(rep, run_dir, cells, summary, metrics, threshold, rd, bd, prov)
         _write_html(rep, run_dir, cells, summary, metrics, threshold, rd, bd, prov)
         return rep
@@ -243,11 +258,62 @@ def build(run_dir: Path, *, grid: bool = True) -> Report:
         store.close()
 
 
+def _distribution(run_dir, store, cells, prov, out, compute: bool, rep: Report) -> pd.DataFrame | None:
+    """The FID/KID table: computed now when asked, else the one an earlier ``--distribution`` wrote."""
+    path = out / "distribution.csv"
+    if compute:
+        from reports.distribution import distribution_table
+
+        timeout = float(json.loads(prov.get("timeout_s", "30")))
+        frame = distribution_table(run_dir, store, cells, timeout_s=timeout)
+        rep.tables["distribution"] = tables.write_frame(frame, path)[0]
+        return frame
+    if path.is_file():
+        rep.tables["distribution"] = path
+        rep.notes.append(f"FID/KID table from an earlier `evaluate.py report --distribution` ({path.name}).")
+        return pd.read_csv(path)
+    return None
+
+
+def _ood(run_dir: Path, out: Path, rep: Report) -> dict | None:
+    """The fine-tune-then-evaluate tables (harness/ood.py wrote them beside the results), when this run has them."""
+    path = run_dir / "ood_before_after.csv"
+    if not path.is_file():
+        return None
+    from reports import ood
+
+    table = pd.read_csv(path)
+    rep.tables["ood_before_after"] = path
+    curves = out / "ood_training_curves.png"
+    if curves.is_file():
+        rep.figures["ood_training_curves"] = [curves]
+    record = json.loads((run_dir / "ood_groups.json").read_text()) if (run_dir / "ood_groups.json").is_file() else {}
+    return {
+        "before_after": ood.human_table(table, ood.metrics_of(table)) if not table.empty else table,
+        "bitstreams": pd.DataFrame(record.get("bitstreams", [])),
+    }
+
+
+OOD_INTRO = (
+    "Before = the base codec, after = base + the adapter fine-tuned on the OOD dataset's train part (best step on its "
+    "val part). Pairs share the image, corruption draw, level, replicate and decode seed; Δ = after − before over "
+    "pairs where both decodes are ok, with a Student-t 95% interval. ID rows measure forgetting. Bitstreams: the "
+    "base's and the adapter's streams compared byte for byte, image by image."
+)
+
+
+DISTRIBUTION_INTRO = (
+    "FID and KID per group, over ok decodes against the originals, on patches (protocol column); sets below the "
+    "stated minimum number of patches are refused (note column), never estimated."
+)
+
+
 CAPTIONS = {
     "failure_rate": "Failure rate vs level with Wilson 95% bands, per codec and scope.",
     "quality": "Quality over ok decodes vs level (mean, 95% band); dashed: the clean decode.",
     "status": "Status composition per level.",
     "rd": "Rate–distortion of the clean decodes (mean over images, 95% interval).",
+    "ood_training_curves": "Adapter training loss and validation metric against steps (step 0 = the base).",
     "grid": "One image across levels: original, clean decode, corrupted decodes (re-decoded and verified "
     "against the run's hashes); captions give the metric vs the original or the failure.",
 }
@@ -260,10 +326,16 @@ def _title(prov: dict[str, str], run_dir: Path) -> str:
 def _write_markdown(rep, run_dir, cells, summary, metrics, threshold, rd, bd, prov) -> None:
     parts = [f"# {_title(prov, run_dir)}", "", tables.footer(cells), "", READING_GUIDE, ""]
     parts += [*(f"> {n}" for n in rep.notes), ""]
-    parts += ["## Summary", "", tables.to_markdown(summary, metrics), ""]
+    parts += ["## Summary", "", tables.to_markdown(summary, metrics, rep.impute), ""]
     parts += ["## Threshold (failure ≤ 1% and ≤ 1 dB from clean)", "", _markdown(threshold), ""]
     parts += ["## Rate–distortion (clean decodes)", "", _markdown(rd), "", "## BD-rate", ""]
     parts += [_markdown(bd) if not bd.empty else f"_{BD_EMPTY}_", ""]
+    if rep.distribution is not None:
+        parts += ["## Distribution metrics (FID / KID on patches)", "", DISTRIBUTION_INTRO, ""]
+        parts += [_markdown(rep.distribution), ""]
+    if rep.ood is not None:
+        parts += ["## Fine-tune-then-evaluate (before → after)", "", OOD_INTRO, ""]
+        parts += [_markdown(rep.ood["before_after"]), "", _markdown(rep.ood["bitstreams"]), ""]
     for name, paths in rep.figures.items():
         link = paths[0].relative_to(run_dir)
         parts += [f"## Figure: {name}", "", CAPTIONS.get(name, ""), "", f"![{name}]({link})", ""]
@@ -290,11 +362,17 @@ def _write_html(rep, run_dir, cells, summary, metrics, threshold, rd, bd, prov) 
     body += [f'<p class="note">{e(n)}</p>' for n in rep.notes]
     body.append(f"<details open><summary>How to read the tables</summary><p>{_inline(READING_GUIDE)}</p></details>")
     shown = summary.drop(columns=[c for c in summary.columns if c.endswith(("_ci_low", "_ci_high"))])
-    body += ["<h2>Summary</h2>", _html_table(tables.human_table(summary, metrics))]
+    body += ["<h2>Summary</h2>", _html_table(tables.human_table(summary, metrics, rep.impute))]
     body += ["<details><summary>All summary columns</summary>", _html_table(shown), "</details>"]
     body += ["<h2>Threshold (failure ≤ 1% and ≤ 1 dB from clean)</h2>", _html_table(threshold)]
     body += ["<h2>Rate–distortion (clean decodes)</h2>", _html_table(rd), "<h2>BD-rate</h2>"]
     body.append(_html_table(bd) if not bd.empty else f"<p><em>{e(BD_EMPTY)}</em></p>")
+    if rep.distribution is not None:
+        body += ["<h2>Distribution metrics (FID / KID on patches)</h2>", f"<p>{e(DISTRIBUTION_INTRO)}</p>"]
+        body.append(_html_table(rep.distribution))
+    if rep.ood is not None:
+        body += ["<h2>Fine-tune-then-evaluate (before → after)</h2>", f"<p>{e(OOD_INTRO)}</p>"]
+        body += [_html_table(rep.ood["before_after"]), "<h3>Bitstreams</h3>", _html_table(rep.ood["bitstreams"])]
     for name, paths in rep.figures.items():
         body.append(f"<figure>{_img(paths[0], name)}<figcaption>{e(CAPTIONS.get(name, ''))}</figcaption></figure>")
     body += ["<h2>Per-image results</h2>", f"<p>In <code>{e(str(rep.tables['per_image']))}</code>.</p>"]

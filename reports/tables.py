@@ -15,9 +15,13 @@ import numpy as np
 import pandas as pd
 
 from harness.status import ALL_STATUSES, Status
+from reports.impute import Imputation, imputed_values
 from reports.stats import mean_interval, wilson_interval
 
 GROUP = ["codec_label", "corruption", "scope", "level"]
+#: Rows are also split by dataset and preprocessing policy (when the cells have those columns): a suite with
+#: several datasets, or one dataset under several policies, gets separate rows, never a pooled mean.
+DATA_KEYS = ["dataset", "preprocessing"]
 
 #: Within this many dB of the clean decode, an ``ok`` corrupted decode counts as "degraded gracefully".
 CLEAN_TOLERANCE_DB = 1.0
@@ -78,8 +82,12 @@ def fec_label(fec: object) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(value.items()))
 
 
+def _data_keys(frame: pd.DataFrame) -> list[str]:
+    return [k for k in DATA_KEYS if k in frame]
+
+
 def _groups(cells: pd.DataFrame) -> list[str]:
-    return [*GROUP, "fec_label"] if "fec_label" in cells else list(GROUP)
+    return [*_data_keys(cells), *GROUP, *(["fec_label"] if "fec_label" in cells else [])]
 
 
 def prepare(cells: pd.DataFrame) -> pd.DataFrame:
@@ -100,29 +108,47 @@ def _metric_stats(values: pd.Series) -> tuple[float, float, float, int]:
     return mean, lo, hi, len(x)
 
 
-def summarise(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> pd.DataFrame:
-    """One row per (codec config, corruption, scope, level[, FEC]), numeric columns only.
+def summarise(
+    cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",), impute: tuple[Imputation, ...] = ()
+) -> pd.DataFrame:
+    """One row per (dataset, preprocessing, codec config, corruption, scope, level[, FEC]), numeric columns
+    only (``dataset`` / ``preprocessing`` where the cells have them).
 
     Quality columns (``<metric>``, its interval and ``<metric>_n``) are over ``ok`` cells that have the
     metric; ``<metric>_drop`` is the mean of (clean decode's metric − corrupted decode's metric) over them.
+
+    Each ``impute`` policy adds, per metric it applies to, a failure-imputed column over *all* cells
+    (:mod:`reports.impute`): ``<metric>_impute_<policy>`` with its interval, ``_n`` (cells with a value),
+    ``_imputed`` (failed cells given the policy's value) and ``_missing`` (failed cells it could not fill).
+    Never part of the default table.
     """
     if cells.empty:
         return pd.DataFrame()
     cells = prepare(cells) if "level_value" not in cells else cells
+    imputed_cols = []
+    if impute:
+        cells = cells.copy()
+        for imp in impute:
+            for m in metrics:
+                if imp.applies_to(m):
+                    col = imp.column(m)
+                    cells[f"_imp.{col}"], cells[f"_impd.{col}"] = imputed_values(cells, m, imp)
+                    imputed_cols.append(col)
     keys = _groups(cells)
     rows = []
     for group, g in cells.groupby(keys, sort=False, dropna=False):
-        codec, corruption, scope, level = group[:4]
+        k = dict(zip(keys, group, strict=True))
         n = len(g)
         counts = {s.value: int((g["status"] == s.value).sum()) for s in ALL_STATUSES}
         failures = n - counts[Status.OK.value]
         lo, hi = wilson_interval(failures, n)
         row = {
-            "codec": codec,
-            "corruption": corruption,
-            "scope": scope,
-            "level": level,
-            **({"fec": group[4]} if len(group) > 4 else {}),
+            **{d: k[d] for d in _data_keys(cells)},
+            "codec": k["codec_label"],
+            "corruption": k["corruption"],
+            "scope": k["scope"],
+            "level": k["level"],
+            **({"fec": k["fec_label"]} if "fec_label" in k else {}),
             "level_value": g["level_value"].iloc[0],
             "series": series_of(g["params"].iloc[0]),
             "params": g["params"].iloc[0],
@@ -155,13 +181,18 @@ def summarise(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> pd.D
             else:
                 dmean = dlo = dhi = math.nan
             row.update({f"{m}_drop": dmean, f"{m}_drop_ci_low": dlo, f"{m}_drop_ci_high": dhi})
+        for col in imputed_cols:
+            imean, ilo, ihi, ini = _metric_stats(g[f"_imp.{col}"])
+            n_imputed = int(g[f"_impd.{col}"].sum())
+            row.update({col: imean, f"{col}_ci_low": ilo, f"{col}_ci_high": ihi, f"{col}_n": ini})
+            row.update({f"{col}_imputed": n_imputed, f"{col}_missing": failures - n_imputed})
         if "psnr" in metrics and len(ok) and "metric.psnr" in ok:
             delta = ok["metric.clean_psnr"] - ok["metric.psnr"]
             row["within_1db_of_clean"] = float((delta <= CLEAN_TOLERANCE_DB).mean())
         else:
             row["within_1db_of_clean"] = math.nan
         rows.append(row)
-    sort = ["codec", "corruption", "scope", *(["fec"] if "fec" in rows[0] else []), "_order"]
+    sort = [*_data_keys(cells), "codec", "corruption", "scope", *(["fec"] if "fec" in rows[0] else []), "_order"]
     table = pd.DataFrame(rows).sort_values(sort, kind="stable")
     return table.drop(columns="_order").reset_index(drop=True)
 
@@ -172,7 +203,7 @@ def per_image(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> pd.D
     if cells.empty:
         return pd.DataFrame()
     cells = prepare(cells) if "level_value" not in cells else cells
-    keys = ["dataset", "image_id", "image_sha256", *_groups(cells)]
+    keys = ["dataset", "image_id", "image_sha256", *(k for k in _groups(cells) if k != "dataset")]
     rows = []
     for group, g in cells.groupby(keys, sort=True, dropna=False):
         ok = g[g["status"] == Status.OK.value]
@@ -203,14 +234,17 @@ def curve_of(label: str) -> str:
 
 
 def rd_summary(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> pd.DataFrame:
-    """Rate–distortion points per dataset: for each codec configuration, mean bpp and mean clean-decode
-    quality over its images (each image once per decode seed), with intervals."""
+    """Rate–distortion points per dataset (and preprocessing policy): for each codec configuration, mean bpp
+    and mean clean-decode quality over its images (each image once per decode seed), with intervals."""
     if cells.empty:
         return pd.DataFrame()
     rows = []
-    for (dataset, label), g in cells.groupby(["dataset", "codec_label"], sort=True):
+    data = _data_keys(cells) or ["dataset"]
+    for group, g in cells.groupby([*data, "codec_label"], sort=True):
+        label = group[-1]
         per_img = g.drop_duplicates(["image_sha256", "decode_seed"])
-        row = {"dataset": dataset, "curve": curve_of(label), "codec": label, "images": g["image_sha256"].nunique()}
+        row = {**dict(zip(data, group[:-1], strict=True)), "curve": curve_of(label), "codec": label}
+        row["images"] = g["image_sha256"].nunique()
         row["bpp"], row["bpp_ci_low"], row["bpp_ci_high"] = mean_interval(per_img["bpp"].to_numpy())
         ok = g[g["status"] == Status.OK.value].drop_duplicates(["image_sha256", "decode_seed"])
         for m in metrics:
@@ -218,7 +252,7 @@ def rd_summary(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> pd.
             mean, lo, hi, n = _metric_stats(ok[col]) if col in ok else (math.nan, math.nan, math.nan, 0)
             row.update({m: mean, f"{m}_ci_low": lo, f"{m}_ci_high": hi, f"{m}_n": n})
         rows.append(row)
-    return pd.DataFrame(rows).sort_values(["dataset", "curve", "bpp"]).reset_index(drop=True)
+    return pd.DataFrame(rows).sort_values([*data, "curve", "bpp"]).reset_index(drop=True)
 
 
 def bd_rates(rd: pd.DataFrame, metric: str = "psnr", method: str = "pchip") -> pd.DataFrame:
@@ -226,15 +260,17 @@ def bd_rates(rd: pd.DataFrame, metric: str = "psnr", method: str = "pchip") -> p
     piecewise-cubic interpolation). Negative = fewer bits for the same quality. Rows only where both curves
     have at least two points and their quality ranges overlap; otherwise the row says why."""
     rows = []
+    data = _data_keys(rd) or ["dataset"]
+    columns = [*data, "anchor", "test", "metric", "bd_rate_pct", "note"]
     if rd.empty or metric not in rd:
-        return pd.DataFrame(columns=["dataset", "anchor", "test", "metric", "bd_rate_pct", "note"])
-    for dataset, d in rd.groupby("dataset", sort=True):
+        return pd.DataFrame(columns=columns)
+    for group, d in rd.groupby(data, sort=True):
         curves = {c: g.dropna(subset=[metric]).sort_values("bpp") for c, g in d.groupby("curve", sort=True)}
         names = sorted(curves)
         for i, anchor in enumerate(names):
             for test in names[i + 1 :]:
                 a, t = curves[anchor], curves[test]
-                row = {"dataset": dataset, "anchor": anchor, "test": test, "metric": metric}
+                row = {**dict(zip(data, group, strict=True)), "anchor": anchor, "test": test, "metric": metric}
                 lo = max(a[metric].min(), t[metric].min())
                 hi = min(a[metric].max(), t[metric].max())
                 if len(a) < 2 or len(t) < 2:
@@ -244,7 +280,7 @@ def bd_rates(rd: pd.DataFrame, metric: str = "psnr", method: str = "pchip") -> p
                 else:
                     row.update(bd_rate_pct=bd_rate(a, t, metric, method), note=f"{method}, overlap {lo:.3g}–{hi:.3g}")
                 rows.append(row)
-    return pd.DataFrame(rows, columns=["dataset", "anchor", "test", "metric", "bd_rate_pct", "note"])
+    return pd.DataFrame(rows, columns=columns)
 
 
 def bd_rate(anchor: pd.DataFrame, test: pd.DataFrame, metric: str, method: str = "pchip") -> float:
@@ -271,7 +307,7 @@ def threshold_table(summary: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame
     level where the failure rate exceeds 1% or the mean drop of ``metric`` from the clean decode exceeds
     1 dB (over ok cells). Point estimates decide; the Wilson interval and the drop's interval at the chosen
     level are printed beside it so a reader sees how much n supports it."""
-    cols = ["codec", "corruption", "scope", *(["fec"] if "fec" in summary else []), "series"]
+    cols = [*_data_keys(summary), "codec", "corruption", "scope", *(["fec"] if "fec" in summary else []), "series"]
     rows = []
     if summary.empty:
         return pd.DataFrame()
@@ -321,20 +357,26 @@ def computed_metrics(table: pd.DataFrame, metrics: tuple[str, ...]) -> tuple[str
     return tuple(m for m in metrics if f"{m}_n" not in table or table[f"{m}_n"].sum() > 0)
 
 
-def to_markdown(table: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> str:
+def to_markdown(table: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",), impute: tuple[Imputation, ...] = ()) -> str:
     """A compact human table: failure % with its Wilson interval, quality mean ± CI half-width (ok only)."""
     if table.empty:
         return "(no cells)"
-    return human_table(table, metrics).to_markdown(index=False, disable_numparse=True)
+    return human_table(table, metrics, impute).to_markdown(index=False, disable_numparse=True)
 
 
-def human_table(table: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> pd.DataFrame:
-    """The rows of :func:`to_markdown` as text cells (also the HTML report's summary)."""
+def human_table(
+    table: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",), impute: tuple[Imputation, ...] = ()
+) -> pd.DataFrame:
+    """The rows of :func:`to_markdown` as text cells (also the HTML report's summary). Failure-imputed
+    columns (only for the ``impute`` policies asked for) come last, headed with their policy."""
     shown = []
     present = [s.value for s in ALL_STATUSES if s is not Status.OK and table[s.value].sum() > 0]
     metrics = computed_metrics(table, metrics)
+    # the dataset always (rows are per dataset); the preprocessing policy where some row has one
+    data = [k for k in _data_keys(table) if k == "dataset" or (table[k].astype(str) != "none").any()]
     for r in table.to_dict("records"):
         row = {
+            **{k: r[k] for k in data},
             "codec": r["codec"],
             "corruption": r["corruption"],
             "scope": r["scope"],
@@ -360,6 +402,14 @@ def human_table(table: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> pd
         row["≤1 dB of clean"] = (
             "–" if not math.isfinite(r["within_1db_of_clean"]) else f"{100 * r['within_1db_of_clean']:.0f}%"
         )
+        for imp in impute:
+            for m in metrics:
+                col = imp.column(m)
+                if imp.applies_to(m) and col in r:
+                    digits = 2 if m.startswith("psnr") else 4
+                    text = _fmt_ci(r[col], r[f"{col}_ci_low"], r[f"{col}_ci_high"], digits)
+                    missing = f", {r[f'{col}_missing']} not imputable" if r[f"{col}_missing"] else ""
+                    row[imp.label(m)] = f"{text} (n {r[f'{col}_n']}, {r[f'{col}_imputed']} imputed{missing})"
         shown.append(row)
     return pd.DataFrame(shown)
 
@@ -370,6 +420,17 @@ def footer(cells: pd.DataFrame) -> str:
         f"{cells['replicate'].nunique()} seed(s). Failure = any status but ok; intervals are 95% "
         "(Wilson for rates, Student t for means). Quality is over ok decodes only, n ok beside it; "
         "'≤1 dB of clean' is the share of ok decodes within 1 dB PSNR of the clean decode."
+    )
+
+
+def imputation_note(impute: tuple[Imputation, ...]) -> str:
+    """The footnote that states each failure-imputation policy shown (empty when none)."""
+    if not impute:
+        return ""
+    policies = "; ".join(imp.describe() for imp in impute)
+    return (
+        f"Failure-imputed columns (asked for; not the default summary, which is over ok decodes only): {policies}. "
+        "Their values depend on the policy; read them with the failure rate."
     )
 
 

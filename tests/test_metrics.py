@@ -178,6 +178,8 @@ def test_metrics_check_command(empty_torch_home, capsys):
     assert main(["metrics", "check"]) == 0
     text = capsys.readouterr().out
     assert "ok  psnr " in text and "MISSING lpips " in text and str(empty_torch_home) in text
+    assert "MISSING fid, kid " in text  # the set metrics, with the file they need and where it goes
+    assert str(empty_torch_home / "hub" / "pyiqa" / "pt_inception-2015-12-05-6726825d.pth") in text
     assert main(["metrics", "check", "--metric", "lpips"]) == 1
     assert main(["metrics", "check", "--metric", "lpipz"]) == 2
 

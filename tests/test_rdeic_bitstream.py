@@ -180,3 +180,28 @@ def test_fixed_length_rejects_wrong_size_and_out_of_range():
     flipped = bytes([s[0] | 0b11100000])
     with pytest.raises(BitstreamError):
         decode_z(flipped, 1, 2, 6, "fixed_length")
+
+
+def test_parsing_a_corrupted_stream_is_deterministic():
+    """compressai's rANS decoder reads past the end of a corrupted string; before the y string was zero-padded it
+    read heap garbage, and the same corrupted bytes decoded to a different y_hat on every call."""
+    import hashlib
+
+    from corruptions.bsc import BinarySymmetricChannel
+    from harness.codecs.base import create_codec
+    from harness.datasets.base import data_root, load_rgb
+
+    codec = create_codec("rdeic-tiny@low")
+    bits = codec.encode(load_rgb(data_root() / "samples" / "coffee.png")[:128, :128])
+    assert codec.parse(bits.data)["y_hat"].shape[0] == 1
+    outcomes = []
+    for k in range(8):
+        data = BinarySymmetricChannel(ber=3e-3).apply(bits.data, bits.ranges("y"), np.random.default_rng(k)).data
+        seen = set()
+        for _ in range(3):
+            try:
+                seen.add(hashlib.sha256(codec.parse(data)["y_hat"].tobytes()).hexdigest())
+            except Exception as exc:  # a refused stream must be refused every time, the same way
+                seen.add(f"{type(exc).__name__}: {exc}")
+        outcomes.append(seen)
+    assert all(len(s) == 1 for s in outcomes), outcomes

@@ -87,6 +87,26 @@ def test_ci_suite_is_deterministic(ci_run, tmp_path, capsys):
     assert main(["regress", str(again), "--baseline", str(base)]) == 0, capsys.readouterr().out
 
 
+RDEIC_BASELINE = ROOT / "reports" / "baselines" / "ci_rdeic.csv"
+
+
+def test_ci_rdeic_suite_matches_its_baseline(tmp_path, capsys):
+    """RDEIC-tiny (float CPU inference + entropy coding) under bit errors and latent noise, against its own
+    baseline. OpenJPEG plays no part in these rows, so one baseline serves every OpenJPEG version. If this fails
+    after an intended change (RDEIC code, RDEIC-tiny weights), review the diff and rerun with ``--update``."""
+    out = tmp_path / "rdeic"
+    assert main(["--suite", "ci_rdeic", "--out", str(out), "--no-progress", "--workers", "2"]) == 0
+    capsys.readouterr()
+    code = main(["regress", str(out), "--baseline", str(RDEIC_BASELINE)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert f"compared {len(pd.read_csv(RDEIC_BASELINE))} rows" in text and "OK: within tolerances" in text
+    base = pd.read_csv(RDEIC_BASELINE)
+    assert set(base["codec"]) == {"rdeic-tiny@low"} and {"bsc", "latent_gaussian"} <= set(base["corruption"])
+    assert {"y_hat", "c_latent", "guide_hint", "all", "payload"} <= set(base["scope"])
+    assert (base["failure_rate"] > 0).any()  # the failure paths are pinned too, not only quality
+
+
 def _baseline() -> pd.DataFrame:
     return regress.read_baseline(BASELINE)
 
@@ -143,3 +163,13 @@ def test_other_library_versions_are_named_in_the_output(tmp_path):
     notes = regress.library_notes(baseline, {"openjpeg_version": "2.5.3", "glymur_version": "0.14.8"})
     assert len(notes) == 1 and "'2.5.0'" in notes[0] and "'2.5.3'" in notes[0]
     assert regress.library_notes(tmp_path / "other.csv", {}) == []
+
+
+def test_a_baseline_records_only_the_libraries_of_its_codecs():
+    prov = {"openjpeg_version": "2.5.4", "glymur_version": "0.14.8", "python": "3.11"}
+    assert regress.libraries_of(prov, {"jpeg2000", "rdeic"}) == {
+        "openjpeg_version": "2.5.4",
+        "glymur_version": "0.14.8",
+    }
+    assert regress.libraries_of(prov, {"rdeic"}) == {}  # RDEIC rows do not depend on OpenJPEG
+    assert regress.libraries_of(prov) == regress.libraries_of(prov, {"jpeg2000"})

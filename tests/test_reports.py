@@ -13,7 +13,7 @@ import pytest
 from conftest import write_suite
 
 from harness.cli import main
-from reports import tables
+from reports import regress, tables
 from reports.stats import wilson_interval
 
 
@@ -213,6 +213,48 @@ def test_report_command(small_run, capsys):
     assert main(["report", str(out)]) == 0
     assert (out / "report.html").read_text().count("<img ") == 5
     assert main(["report", str(out / "nothing")]) == 2
+
+
+def test_report_command_adds_labelled_failure_imputed_columns_only_when_asked(small_run, capsys):
+    out, _ = small_run
+    assert (
+        main(["report", str(out), "--no-grid", "--impute", "worst_ok", "--impute", "psnr=0", "--impute", "grey"]) == 0
+    )
+    page = (out / "report.html").read_text()
+    assert "psnr incl. failures (failed = mid-grey image)" in page
+    assert "psnr incl. failures (failed = worst ok decode of the image)" in page
+    assert "psnr incl. failures (failed = 0)" in page and "not the default summary" in page
+    assert main(["report", str(out), "--impute", "zero"]) == 2
+    assert "unknown imputation policy" in capsys.readouterr().err
+    assert main(["report", str(out)]) == 0  # back to the default report for the browser tests
+    assert "psnr incl. failures" not in (out / "report.html").read_text()
+
+
+def test_summary_rows_are_per_dataset_and_preprocessing(tmp_path):
+    rows = []
+    for dataset, prep, psnr in [("d1", "none", 30.0), ("d2", "none", 20.0), ("d2", "pad64", 10.0)]:
+        for r in _level_rows(0.0, 3, 0, 0.0) + _level_rows(1e-3, 3, 1, 2.0):
+            rows.append({**r, "dataset": dataset, "preprocessing": prep, "image_id": f"{dataset}{r['image_id']}"})
+            if r["status"] == "ok":
+                rows[-1]["metric.psnr"] = psnr - (2.0 if r["ber"] else 0.0)
+                rows[-1]["metric.clean_psnr"] = psnr
+    cells = tables.prepare(_cells(rows))
+    summary = tables.summarise(cells, ("psnr",))
+    assert len(summary) == 6  # 3 (dataset, preprocessing) pairs x 2 levels, never pooled
+    clean = summary[summary["level_value"] == 0].set_index(["dataset", "preprocessing"])["psnr"]
+    assert clean.to_dict() == {("d1", "none"): 30.0, ("d2", "none"): 20.0, ("d2", "pad64"): 10.0}
+    human = tables.human_table(summary, ("psnr",))
+    assert list(human.columns[:3]) == ["dataset", "preprocessing", "codec"]
+    assert len(tables.threshold_table(summary)) == 3
+    view = regress.regression_view(summary, ("psnr",))
+    assert list(view.columns[:3]) == ["dataset", "preprocessing", "codec"] and len(view) == 6
+    rd = tables.rd_summary(cells, ("psnr",))
+    assert len(rd) == 3 and {"dataset", "preprocessing"} <= set(rd.columns)
+    from reports import plots
+
+    for figure in (plots.failure_rate(summary, "ber", tmp_path), plots.status_composition(summary, tmp_path)):
+        assert figure[0].stat().st_size > 1000
+    assert plots.rd_curves(rd, ("psnr",), tmp_path)[0].is_file()
 
 
 # -- a real browser --------------------------------------------------------------------------------------------

@@ -15,14 +15,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", action="append", default=[], help="only this metric (repeatable)")
 
 
-def report(names: list[str]) -> tuple[str, bool]:
-    """The text of ``metrics check`` and whether every named metric is usable."""
+def report(names: list[str], names_given: bool = False) -> tuple[str, bool]:
+    """The text of ``metrics check`` and whether every named metric is usable. Without ``names_given`` it
+    also lists the set metrics FID/KID (not per-cell metrics: they are computed over a group's patches)."""
     lines = [f"TORCH_HOME = {torch_home()}"]
     all_ok = True
     for name in names:
         usable, why = availability(name)
         all_ok &= usable
         lines.append(f"{'ok ' if usable else 'MISSING'} {name:<12} {describe(name)}")
+        lines.append(f"{'':8}{'uses' if usable else 'why'}: {why}")
+    if not names_given:
+        from reports.distribution import MIN_PATCHES_FID, MIN_PATCHES_KID
+        from reports.distribution import availability as set_availability
+
+        usable, why = set_availability()
+        lines.append(
+            f"{'ok ' if usable else 'MISSING'} {'fid, kid':<12} set metrics on 256 px patches (HiFiC protocol), "
+            f"per group via `evaluate.py report RUN_DIR --distribution`; at least {MIN_PATCHES_FID} (FID) / "
+            f"{MIN_PATCHES_KID} (KID) patches per set"
+        )
         lines.append(f"{'':8}{'uses' if usable else 'why'}: {why}")
     return "\n".join(lines), all_ok
 
@@ -31,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     names = args.metric or METRICS.names()
     for name in names:
         METRICS.get(name)  # unknown names raise with suggestions (exit 2)
-    text, all_ok = report(names)
+    text, all_ok = report(names, names_given=bool(args.metric))
     print(text)
     # Missing optional weights are not an error of the command: it answers the question either way.
     return 0 if all_ok or not args.metric else 1

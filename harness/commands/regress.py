@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.run_dir}: no cells in the results store")
     metrics = run_metrics(cells, prov)
     view = regress.roundtrip(regress.regression_view(tables.summarise(tables.prepare(cells), metrics), metrics))
-    libraries = regress.libraries_of(prov)
+    libraries = regress.libraries_of(prov, set(cells["codec"]))
     if args.update:
         if args.baseline.is_file():
             print(regress.compare(view, regress.read_baseline(args.baseline)).text())

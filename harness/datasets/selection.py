@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from harness.datasets.base import Dataset, DatasetError, ImageEntry, class_counts, create_dataset, stratified_subset
+from harness.datasets.partition import Partition
 from harness.hashing import pixels_sha256
 from harness.preprocess import Policy, PolicyError, parse_policy
 
@@ -76,8 +77,10 @@ def select_images(
     limit: int | None = None,
     seed: int = 0,
     min_side: int = 0,
+    partition: Partition | None = None,
 ) -> Selection:
-    """The images (prepared, hashed) a run of dataset ``name`` uses, plus what to record about them."""
+    """The images (prepared, hashed) a run of dataset ``name`` uses, plus what to record about them.
+    ``partition`` first keeps one part of a seeded train/val/test partition of the index (then the subset)."""
     ds = create_dataset(name, **(options or {}))
     try:
         policy = parse_policy(preprocessing if preprocessing is not None else default_policy(ds))
@@ -86,6 +89,16 @@ def select_images(
     index = ds.index()
     if not index:
         raise DatasetError(f"dataset {name!r}: no images found in {ds.describe().get('source', '?')}")
+    partition_record = None
+    if partition is not None:
+        parts = partition.split(index)
+        partition_record = {**partition.describe(), "counts": {k: len(v) for k, v in parts.items()}}
+        index = parts[partition.take]
+        if not index:
+            raise DatasetError(
+                f"dataset {name!r}: part {partition.take!r} of the partition is empty "
+                f"({partition_record['counts']}); the dataset is too small for these fractions"
+            )
     chosen = stratified_subset(index, limit, seed)
     skipped: list[dict[str, Any]] = []
     prepared = Prepared(ds, policy) if policy.canonical != "none" else None
@@ -138,6 +151,8 @@ def select_images(
         "images": [e.record() for e in entries],
         "skipped": skipped,
     }
+    if partition_record is not None:
+        record["partition"] = partition_record
     if mosaics:
         record["mosaics"] = mosaics
     return Selection(prepared or ds, entries, policy.canonical, record, skipped)

@@ -55,6 +55,14 @@ LPIPS_VGG = WeightFile(
 )
 DISTS = WeightFile("pyiqa", "DISTS_weights-f5e65c96.pth", _PYIQA + "DISTS_weights-f5e65c96.pth")
 NIQE = WeightFile("pyiqa", "niqe_modelparameters.mat", _PYIQA + "niqe_modelparameters.mat")
+#: The FID Inception-v3 (TensorFlow 2015-12-05 graph ported by pytorch-fid), as pyiqa 0.1.16 loads it for fid:
+#: ``pyiqa/archs/inception.py`` fetches it into ``torch.hub.get_dir()/pyiqa`` and skips the download when present.
+FID_INCEPTION = WeightFile(
+    "pyiqa",
+    "pt_inception-2015-12-05-6726825d.pth",
+    _PYIQA + "pt_inception-2015-12-05-6726825d.pth (the same file as pytorch-fid's release asset "
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth)",
+)
 
 
 def torch_home() -> Path:

@@ -103,6 +103,9 @@ class Stage:
         samplers: dict[str, Any] | None = None,
         saved_prefixes: tuple[str, ...] | None = None,
         progress: bool = True,
+        after_step: Callable[[int], bool] | None = None,
+        saved_filter: Callable[[str], bool] | None = None,
+        named_parameters: Callable[[], list[tuple[str, nn.Parameter]]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.model = model
@@ -112,6 +115,12 @@ class Stage:
         self.samplers = samplers or {}
         self.saved_prefixes = saved_prefixes or trainable_prefixes
         self.progress = progress
+        #: called with the number of steps done after each step (validation); returning True stops early
+        self.after_step = after_step
+        #: which state-dict keys a checkpoint holds (default: those under saved_prefixes)
+        self.saved_filter = saved_filter or (lambda k: k.startswith(self.saved_prefixes))
+        #: the trainable parameters, when not simply "everything under trainable_prefixes" (LoRA factors)
+        self.named_parameters = named_parameters
 
     # -- files ----------------------------------------------------------------------------------------------
     @property
@@ -122,11 +131,7 @@ class Stage:
         return self.done_path.is_file()
 
     def _model_state(self) -> dict[str, torch.Tensor]:
-        return {
-            f"model.{k}": v.detach().clone()
-            for k, v in self.model.state_dict().items()
-            if k.startswith(self.saved_prefixes)
-        }
+        return {f"model.{k}": v.detach().clone() for k, v in self.model.state_dict().items() if self.saved_filter(k)}
 
     def save(self, step: int, opt: torch.optim.Optimizer, names: list[str], elapsed: float) -> None:
         from safetensors.torch import save_file
@@ -181,6 +186,8 @@ class Stage:
             return json.loads(self.done_path.read_text())
         torch.manual_seed(cfg.seed)
         named = freeze_except(self.model, self.trainable_prefixes)
+        if self.named_parameters is not None:
+            named = self.named_parameters()
         names = [n for n, _ in named]
         opt = torch.optim.AdamW([p for _, p in named], lr=cfg.lr, weight_decay=cfg.weight_decay)
         start, elapsed0 = self.load(opt, names)
@@ -201,6 +208,7 @@ class Stage:
                 dynamic_ncols=True,
             )
         last: dict[str, float] = {}
+        stopped_at = None
         for step in range(start, cfg.steps):
             lr = cfg.lr_at(step)
             for g in opt.param_groups:
@@ -223,13 +231,22 @@ class Stage:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in list(last.items())[:4]}, refresh=False)
+            if self.after_step is not None and self.after_step(done_steps) and done_steps < cfg.steps:
+                stopped_at = done_steps
+                break
             if done_steps % cfg.ckpt_every == 0 and done_steps < cfg.steps:
                 self.save(done_steps, opt, names, elapsed0 + time.perf_counter() - t0)
         if bar is not None:
             bar.close()
         elapsed = elapsed0 + time.perf_counter() - t0
-        self.save(cfg.steps, opt, names, elapsed)
-        summary = {"stage": cfg.name, "steps": cfg.steps, "elapsed_s": round(elapsed, 1), "last": last}
+        self.save(stopped_at or cfg.steps, opt, names, elapsed)
+        summary = {
+            "stage": cfg.name,
+            "steps": stopped_at or cfg.steps,
+            "elapsed_s": round(elapsed, 1),
+            "last": last,
+            "stopped_early": stopped_at is not None,
+        }
         self.done_path.write_text(json.dumps(summary, indent=1))
         return summary
 

@@ -33,7 +33,7 @@ from harness.codecs.rdeic.bitstream import Z_CODINGS
 from harness.hashing import key_of
 
 #: Options that locate files: not part of the codec identity (the weights hash is).
-PATH_OPTIONS = ("sd_ckpt", "rdeic_ckpt", "weights", "text_cache")
+PATH_OPTIONS = ("sd_ckpt", "rdeic_ckpt", "weights", "text_cache", "adapter")
 #: |y_hat|, |c_latent|, |guide_hint| above this (latent units) are "absurd": trained RDEIC latents stay within a
 #: few tens, while corrupted rANS strings reach ±1e9 through compressai's escape path. Refused before diffusion.
 LATENT_BOUND = 1.0e4
@@ -63,6 +63,7 @@ class RDEIC(Codec):
         rdeic_ckpt: str | None = None  # e.g. rdeic_2_step2.ckpt
         weights: str | None = None  # merged .safetensors (alternative to the two checkpoints)
         text_cache: str | None = None  # empty-prompt embedding cache (default: beside the weights)
+        adapter: str | None = None  # fine-tuned adapter .safetensors + .json sidecar (harness/codecs/rdeic/adapter.py)
         steps: int = 2  # S spaced denoising steps
         guidance: float = 1.0  # λs; 1.0 runs only the controlled pass
         z_coding: str = "torchac"  # torchac (official) | rans_uniform | fixed_length
@@ -108,6 +109,15 @@ class RDEIC(Codec):
             # Random weights decode to noise: the clean-quality control cannot apply (plumbing runs only).
             self.clean_psnr_floor_db = -math.inf
         self.model_config = PRESETS[o.config]
+        self.adapter_record: dict[str, Any] | None = None
+        if o.adapter is not None:
+            from harness.codecs.rdeic.adapter import AdapterError, check_base, read_sidecar
+
+            try:
+                self.adapter_record = read_sidecar(o.adapter)
+                check_base(self.adapter_record, self.base_fingerprint(), self.base_description())
+            except AdapterError as exc:
+                raise CodecError(f"rdeic: {exc}") from None
         self._compression = None
         self._model = None
         self._context = None
@@ -135,9 +145,34 @@ class RDEIC(Codec):
         if self.random_weights:
             import torch
 
-            return key_of({"random_weights": o.config, "seed": o.random_seed, "torch": torch.__version__})
-        files = [o.weights] if o.weights else [o.sd_ckpt, o.rdeic_ckpt]
-        return key_of({"files": [file_sha256(p) for p in files]})
+            base = key_of({"random_weights": o.config, "seed": o.random_seed, "torch": torch.__version__})
+        else:
+            files = [o.weights] if o.weights else [o.sd_ckpt, o.rdeic_ckpt]
+            base = key_of({"files": [file_sha256(p) for p in files]})
+        if o.adapter is None:
+            return base
+        return key_of({"base": base, "adapter": file_sha256(o.adapter)})
+
+    def base_fingerprint(self) -> str:
+        """What an adapter is tied to: the architecture config and the base weight files (not the adapter,
+        not decode-time options such as steps or precision)."""
+        from harness.codecs.rdeic.checkpoint import file_sha256
+
+        o = self.options
+        if self.random_weights:
+            files = [f"random:{o.random_seed}"]
+        else:
+            files = [file_sha256(p) for p in ([o.weights] if o.weights else [o.sd_ckpt, o.rdeic_ckpt])]
+        return key_of({"codec": self.name, "config": o.config, "files": files})
+
+    def base_description(self) -> str:
+        o = self.options
+        where = Path(o.weights).name if o.weights else (f"{o.sd_ckpt} + {o.rdeic_ckpt}" if o.sd_ckpt else "random")
+        return f"rdeic config={o.config} weights={where}"
+
+    @property
+    def adapter_mode(self) -> str | None:
+        return None if self.adapter_record is None else str(self.adapter_record["mode"])
 
     def library_versions(self) -> dict[str, str]:
         from importlib.metadata import PackageNotFoundError, version
@@ -163,14 +198,35 @@ class RDEIC(Codec):
 
         o = self.options
         if o.weights:
-            return read_state_dict(o.weights, prefixes), []
-        cc = read_state_dict(o.rdeic_ckpt, None)
-        wants_sd = prefixes is None or any(not p.startswith(("control_model.", "preprocess_model.")) for p in prefixes)
-        sd = read_state_dict(o.sd_ckpt, None) if wants_sd else {}
-        merged, notes = merge_official(sd, cc, self._expected_shapes())
-        if prefixes is not None:
-            merged = {k: v for k, v in merged.items() if k.startswith(prefixes)}
+            merged, notes = read_state_dict(o.weights, prefixes), []
+        else:
+            cc = read_state_dict(o.rdeic_ckpt, None)
+            wants_sd = prefixes is None or any(
+                not p.startswith(("control_model.", "preprocess_model.")) for p in prefixes
+            )
+            sd = read_state_dict(o.sd_ckpt, None) if wants_sd else {}
+            merged, notes = merge_official(sd, cc, self._expected_shapes())
+            if prefixes is not None:
+                merged = {k: v for k, v in merged.items() if k.startswith(prefixes)}
+        if self.adapter_record is not None:
+            from harness.codecs.rdeic.adapter import AdapterError, overlay
+
+            try:
+                merged = overlay(merged, o.adapter, self.adapter_record, prefixes)
+            except AdapterError as exc:
+                raise CodecError(f"rdeic: {exc}") from None
         return merged, notes
+
+    def _random_with_adapter(self, state: dict, prefix: str) -> dict:
+        """A random-weight model's ``state`` (keys without ``prefix``) with the adapter applied (plumbing tests)."""
+        from harness.codecs.rdeic.adapter import AdapterError, overlay
+
+        full = {prefix + k: v for k, v in state.items()}
+        try:
+            out = overlay(full, self.options.adapter, self.adapter_record, (prefix,) if prefix else None)
+        except AdapterError as exc:
+            raise CodecError(f"rdeic: {exc}") from None
+        return {k[len(prefix) :]: v for k, v in out.items()}
 
     def _expected_shapes(self) -> dict[str, tuple[int, ...]]:
         import torch
@@ -193,6 +249,8 @@ class RDEIC(Codec):
 
                 if self.random_weights:
                     comp = build_compression(self.model_config, self.options.random_seed)
+                    if self.adapter_mode == "full":
+                        comp.load_state_dict(self._random_with_adapter(comp.state_dict(), "preprocess_model."))
                 else:  # skip the random init: build on the meta device, allocate, then copy the loaded tensors
                     with torch.device("meta"):
                         comp = build_compression(self.model_config, self.options.random_seed)
@@ -220,6 +278,8 @@ class RDEIC(Codec):
                 m = RDEICModel(self.model_config, seed=self.options.random_seed, with_text=cached is None)
             if not self.random_weights:
                 m = m.to_empty(device="cpu")
+            elif self.adapter_record is not None:
+                m.load_state_dict(self._random_with_adapter(m.state_dict(), ""), strict=False)
             if cached is not None:
                 self._context = cached.to(self.options.device)
             if not self.random_weights:

@@ -298,7 +298,13 @@ class Compression(nn.Module):
         gc = self.gaussian_conditional
         cdf, lengths, offsets = self._tables()
         decoder = RansDecoder()
-        decoder.set_stream(y_string)
+        # compressai's rANS decoder reads on past the end of a string it does not expect to end (a corrupted one):
+        # without this zero padding it reads whatever heap memory follows, so one corrupted stream decoded to a
+        # different y_hat on every call. A clean decode never reads the padding (same values, same format);
+        # a corrupted one now reads zeros, deterministically. Bound: at most one 32-bit refill per symbol plus
+        # the escape path's 4-bit reads, which stop at zero bits.
+        n_symbols = int(hp.shape[0] * sum(self.cfg.slice_ch) * hp.shape[2] * hp.shape[3])
+        decoder.set_stream(y_string + bytes(8 * n_symbols + 1024))
 
         def symbols(i: int, anchor: bool, scales_sq: torch.Tensor, means_sq: torch.Tensor) -> torch.Tensor:
             idx = gc.build_indexes(scales_sq).reshape(-1).tolist()
