@@ -72,6 +72,7 @@ def test_ood_suite_fine_tunes_then_reports_paired_before_after(tmp_path):
     assert "before (base)" in (out / "ood_before_after.md").read_text()
     page = (out / "report.html").read_text()
     assert "Fine-tune-then-evaluate" in page and "ood_training_curves" in page
+    assert "Robustness report: ood_mini (" in page  # titled by the suite asked for, not its last sub-run
     # paired draws: the corrupted streams of base and adapter are the same bytes, cell by cell
     import sqlite3
 
