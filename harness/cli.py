@@ -136,6 +136,7 @@ def run_suite(args: argparse.Namespace) -> int:
 def run_finetune_suite(args: argparse.Namespace, suite) -> int:
     """A suite with a ``[finetune]`` table (harness/ood.py): fine-tune per OOD dataset, evaluate before/after."""
     import dataclasses
+    import json
 
     from harness.ood import run_ood, write_outputs
     from harness.runner import ControlError
@@ -162,8 +163,8 @@ def run_finetune_suite(args: argparse.Namespace, suite) -> int:
     print(write_summary(out, cells, suite.metrics, f"{suite.name}: {out}"))
     text = write_outputs(out, cells, result, suite.metrics)
     print(text)
-    failed = [c for c in __import__("json").loads((out / "ood_groups.json").read_text())["bitstreams"]
-              if c["must_be_identical"] and (c["different"] or c["missing_from_cache"])]  # fmt: skip
+    checks = json.loads((out / "ood_groups.json").read_text())["bitstreams"]
+    failed = [c for c in checks if c["must_be_identical"] and (c["different"] or c["missing_from_cache"])]
     if failed:
         print(f"evaluate.py: control failed: an adapter mode changed or lost bitstreams: {failed}", file=sys.stderr)
         return 3
