@@ -87,7 +87,6 @@ def list_everything() -> str:
 def run_suite(args: argparse.Namespace) -> int:
     from harness.codecs.rdeic.flags import with_weight_flags
     from harness.runner import ControlError, RunOptions, run
-    from harness.store import ResultStore
     from reports.tables import write_summary
 
     suite = load_suite(args.suite)
@@ -111,11 +110,7 @@ def run_suite(args: argparse.Namespace) -> int:
     except ControlError as exc:
         print(f"evaluate.py: control failed, no table written: {exc}", file=sys.stderr)
         return 3
-    store = ResultStore(out / "results.sqlite")
-    try:
-        cells = store.cells_frame(result.planned_keys)
-    finally:
-        store.close()
+    cells = _stored_cells(out, result.planned_keys)
     text = write_summary(out, cells, suite.metrics, f"{suite.name}: {out}")  # unavailable ones: "not computed"
     print(text)
     print(
@@ -124,23 +119,35 @@ def run_suite(args: argparse.Namespace) -> int:
         f"{result.worker_restarts} worker restarts) in {result.seconds:.1f} s. Results: {out}/results.sqlite, "
         f"{out}/summary.csv, {out}/summary.md"
     )
+    _write_report(out)
+    return 0
+
+
+def _stored_cells(out: Path, keys: list[str]):
+    from harness.store import ResultStore
+
+    store = ResultStore(out / "results.sqlite")
+    try:
+        return store.cells_frame(keys)
+    finally:
+        store.close()
+
+
+def _write_report(out: Path) -> None:
     try:  # the report is a view of stored results: its failure never loses them
         from reports.report import build
 
         print(f"Report: {build(out).html}")
     except Exception as exc:
         print(f"evaluate.py: report not written ({type(exc).__name__}: {exc}); results are kept", file=sys.stderr)
-    return 0
 
 
 def run_finetune_suite(args: argparse.Namespace, suite) -> int:
     """A suite with a ``[finetune]`` table (harness/ood.py): fine-tune per OOD dataset, evaluate before/after."""
     import dataclasses
-    import json
 
     from harness.ood import run_ood, write_outputs
     from harness.runner import ControlError
-    from harness.store import ResultStore
     from reports.tables import write_summary
 
     if args.codec or args.dataset or args.limit_images or args.seeds:
@@ -155,26 +162,16 @@ def run_finetune_suite(args: argparse.Namespace, suite) -> int:
     except ControlError as exc:
         print(f"evaluate.py: control failed, no table written: {exc}", file=sys.stderr)
         return 3
-    store = ResultStore(out / "results.sqlite")
-    try:
-        cells = store.cells_frame(result.keys)
-    finally:
-        store.close()
+    cells = _stored_cells(out, result.keys)
     print(write_summary(out, cells, suite.metrics, f"{suite.name}: {out}"))
-    text = write_outputs(out, cells, result, suite.metrics)
+    text, checks = write_outputs(out, cells, result, suite.metrics)
     print(text)
-    checks = json.loads((out / "ood_groups.json").read_text())["bitstreams"]
     failed = [c for c in checks if c["must_be_identical"] and (c["different"] or c["missing_from_cache"])]
     if failed:
         print(f"evaluate.py: control failed: an adapter mode changed or lost bitstreams: {failed}", file=sys.stderr)
         return 3
     print(f"{len(result.keys)} cells ({result.computed} computed) in {result.seconds:.1f} s. Results: {out}")
-    try:
-        from reports.report import build
-
-        print(f"Report: {build(out).html}")
-    except Exception as exc:
-        print(f"evaluate.py: report not written ({type(exc).__name__}: {exc}); results are kept", file=sys.stderr)
+    _write_report(out)
     return 0
 
 

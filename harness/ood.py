@@ -200,15 +200,13 @@ def run_ood(suite: Suite, out: Path, workers: int, fresh: bool, progress: bool) 
     mode changed a bitstream."""
     import time
 
-    from harness.runner import RunOptions, run
+    from harness.runner import RunOptions, discard_results, run
 
     spec: FinetuneSpec = suite.finetune
     started = time.perf_counter()
     if fresh and out.exists():
-        for name in ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm"):
-            (out / name).unlink(missing_ok=True)
-        for folder in ("cache", "adapters"):
-            shutil.rmtree(out / folder, ignore_errors=True)
+        discard_results(out)
+        shutil.rmtree(out / "adapters", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     keys: list[str] = []
     groups = []
@@ -288,8 +286,11 @@ def check_bitstreams(cells: Any, out: Path, groups: list[dict[str, Any]]) -> lis
     return rows
 
 
-def write_outputs(out: Path, cells: Any, result: OODResult, metrics: tuple[str, ...]) -> str:
-    """ood_before_after.csv / .md, training curves, ood_groups.json; returns the Markdown."""
+def write_outputs(
+    out: Path, cells: Any, result: OODResult, metrics: tuple[str, ...]
+) -> tuple[str, list[dict[str, Any]]]:
+    """ood_before_after.csv / .md, training curves, ood_groups.json; returns the Markdown and the bitstream
+    checks."""
     import json
 
     from reports import ood as ood_report
@@ -340,7 +341,7 @@ def write_outputs(out: Path, cells: Any, result: OODResult, metrics: tuple[str, 
     (out / "ood_before_after.md").write_text(text)
     record = {"groups": result.groups, "bitstreams": checks}
     (out / "ood_groups.json").write_text(json.dumps(record, indent=1, default=str))
-    return text
+    return text, checks
 
 
 def _md_rows(rows: list[dict[str, Any]]) -> str:

@@ -606,6 +606,13 @@ def _clean_channel(data: bytes) -> ChannelResult:
     return ChannelResult(data=data, bits_exposed=0, expected_flips=0.0, actual_flips=0, p_error_free=1.0)
 
 
+def discard_results(out: Path) -> None:
+    """``--fresh``: the run directory's results store, summary and encode cache go."""
+    for name in ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "summary.csv", "summary.md"):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "cache", ignore_errors=True)
+
+
 def run(opts: RunOptions) -> RunResult:
     """Run (or resume) a suite; returns counts. Raises SuiteError/ControlError before writing a table."""
     from tqdm import tqdm
@@ -616,9 +623,7 @@ def run(opts: RunOptions) -> RunResult:
         raise SuiteError("the suite (after --codec/--dataset/--limit-images filters) has no cells")
     out = opts.out
     if opts.fresh and out.exists():
-        for name in ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "summary.csv", "summary.md"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "cache", ignore_errors=True)
+        discard_results(out)
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out / "results.sqlite")
     try:
