@@ -74,15 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     bs = codec.encode(image)
     out["encode_s"] = time.perf_counter() - t
     out["file_bytes"] = len(bs.data)
-    codec.reconstruct(codec.parse(bs.data), 0)  # warm-up (kernels, allocator), not timed
+    codec.decode(bs.data, image.shape[:2], 0)  # warm-up (kernels, allocator), not timed
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
-    state = codec.parse(bs.data)
+    state = codec.parse(bs.data, image.shape[:2])
     out["entropy_decode_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    codec.reconstruct(state, 0)
+    codec.decode_state(state, 0)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
         out["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 2**30

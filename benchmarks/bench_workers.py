@@ -29,19 +29,22 @@ from harness.config import load_suite
 from harness.datasets import create_dataset
 from harness.runner import RunOptions, run
 from harness.status import Status
-from harness.workers import IsolatedWorker
+from harness.workers import IsolatedWorker, Limits
+
+LIMITS = Limits(cpu_s=60.0, wall_s=600.0, memory_bytes=2**30)
 
 
-def make_streams(n: int) -> tuple[object, list[bytes]]:
+def make_streams(n: int) -> tuple[object, list[tuple[bytes, tuple[int, int]]]]:
     codec = create_codec("jpeg2000", target_bpp=0.25)
     ds = create_dataset("samples")
     rng = np.random.default_rng(0)
     channel = BinarySymmetricChannel(ber=1e-5)
     streams = []
-    encoded = [codec.encode(ds.load(e)) for e in ds.entries()]
+    images = [ds.load(e) for e in ds.entries()]
+    encoded = [(codec.encode(im), im.shape[:2]) for im in images]
     while len(streams) < n:
-        for bs in encoded:
-            streams.append(channel.apply(bs.data, bs.ranges("payload"), rng).data)
+        for bs, size in encoded:
+            streams.append((channel.apply(bs.data, bs.ranges("payload"), rng).data, size))
     return codec, streams[:n]
 
 
@@ -64,12 +67,12 @@ def main(argv: list[str] | None = None) -> None:
 
     def in_process(data: bytes) -> None:
         with contextlib.suppress(Exception):  # corrupted streams raise; the time still counts
-            codec.parse(data)
+            codec.parse(*data)
 
     worker = IsolatedWorker()
-    worker.parse(codec.spec(), streams[0], 60.0)  # warm: process started, codec built
+    worker.parse(codec.spec(), *streams[0], LIMITS)  # warm: process started, codec built
     t_in = per_call(in_process, streams)
-    t_persist = per_call(lambda d: worker.parse(codec.spec(), d, 60.0), streams)
+    t_persist = per_call(lambda d: worker.parse(codec.spec(), *d, LIMITS), streams)
     worker.close()
 
     spawn = mp.get_context("spawn")
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     def fresh_process(data: bytes) -> None:
         w = IsolatedWorker(spawn)
         try:
-            assert w.parse(codec.spec(), data, 60.0).status in tuple(Status)
+            assert w.parse(codec.spec(), *data, LIMITS).status in tuple(Status)
         finally:
             w.close()
 

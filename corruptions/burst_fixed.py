@@ -61,3 +61,23 @@ class PublishedFixedBursts(BitstreamCorruption):
 
     def extra(self) -> dict[str, Any]:
         return {"mode": "compatibility: fixed flip count floor(ber*N) as in the published README"}
+
+
+class PublishedFixedFlips(PublishedFixedBursts):
+    """COMPATIBILITY MODE: the published fork's *JPEG2000* experiment, a fixed count floor(ber * N) of flips
+    placed uniformly at random (no bursts). ``burst_fixed`` reproduces it only with ``mean_burst_bits = 1``; its
+    default of 8 reproduces the fork's *burst* experiment instead, and the two differ a lot (14 % vs 46 %
+    failures of JPEG2000 at 0.1 % in that audit). Named on its own so neither is mistaken for the other."""
+
+    name = "fixed_flips"
+
+    @dataclass(frozen=True)
+    class Params:
+        ber: float  # target fraction of flipped bits (a fixed count floor(ber * N), not a probability)
+
+        @property
+        def mean_burst_bits(self) -> float:
+            return 1.0
+
+    def extra(self) -> dict[str, Any]:
+        return {"mode": "compatibility: fixed flip count floor(ber*N), uniform positions, as in the published README"}

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,8 @@ class Encoded:
     bitstream: Bitstream
     stream_sha256: str
     encode_s: float  # seconds spent encoding when it was made (0.0 is never stored: it is measured)
+    #: options resolved for this image at encode time (a rate-matched config's per-image ``target_bpp``)
+    resolved: dict = field(default_factory=dict)
 
 
 class ArtifactCache:
@@ -46,9 +48,16 @@ class ArtifactCache:
         if sha256_bytes(data) != meta.get("stream_sha256"):
             shutil.rmtree(d, ignore_errors=True)
             return None
-        return Encoded(Bitstream.from_json(data, meta["segments"]), meta["stream_sha256"], float(meta["encode_s"]))
+        return Encoded(
+            Bitstream.from_json(data, meta["segments"]),
+            meta["stream_sha256"],
+            float(meta["encode_s"]),
+            dict(meta.get("resolved", {})),
+        )
 
-    def store_encoded(self, key: str, bitstream: Bitstream, encode_s: float, codec: Codec) -> Encoded:
+    def store_encoded(
+        self, key: str, bitstream: Bitstream, encode_s: float, codec: Codec, resolved: dict | None = None
+    ) -> Encoded:
         meta = {
             "stream_sha256": sha256_bytes(bitstream.data),
             "segments": bitstream.segments_json(),
@@ -56,6 +65,7 @@ class ArtifactCache:
             "codec": codec.name,
             "codec_config": codec.config(),
             "codec_fingerprint": codec.fingerprint(),
+            "resolved": resolved or {},
         }
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
         (tmp / "stream.bin").write_bytes(bitstream.data)
@@ -65,7 +75,10 @@ class ArtifactCache:
             os.rename(tmp, final)
         except OSError:  # another process made it first: theirs is identical by construction
             shutil.rmtree(tmp, ignore_errors=True)
-        return Encoded(bitstream, meta["stream_sha256"], encode_s)
+        return Encoded(bitstream, meta["stream_sha256"], encode_s, dict(resolved or {}))
+
+    def has_clean(self, key: str, decode_seed: int) -> bool:
+        return (self._dir(key) / f"clean-{decode_seed}.npy").is_file()
 
     def load_clean(self, key: str, decode_seed: int) -> np.ndarray | None:
         path = self._dir(key) / f"clean-{decode_seed}.npy"

@@ -46,6 +46,12 @@ class Cell:
     codec_config: dict[str, Any] = field(default_factory=dict, compare=False)
     weights_hash: str | None = field(default=None, compare=False)
     level: str = field(default="", compare=False)
+    #: how to rebuild the codec: the registry name the suite gave (a preset such as ``rdeic-tiny@low`` stays a
+    #: preset) and the suite's options, paths included; and, for a rate-matched config, its reference's
+    #: fingerprint (its own is then key_of({"codec": rebuilt fingerprint, "rate_of": rate_of}))
+    codec_name: str = field(default="", compare=False)
+    codec_options: dict[str, Any] = field(default_factory=dict, compare=False)
+    rate_of: str | None = field(default=None, compare=False)
 
     def key_fields(self) -> dict[str, Any]:
         return {

@@ -11,15 +11,21 @@ A subcommand is a module with ``add_arguments(parser)`` and ``run(args) -> int``
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import math
+import sqlite3
 import sys
+from collections import Counter
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from harness.codecs.base import CodecError
 from harness.config import SuiteError, load_suite, suite_names
+from harness.console import routed_warnings
 from harness.datasets import DatasetError
 from harness.registry import CODECS, CORRUPTIONS, DATASETS, METRICS, RegistryError
+from harness.rundir import RunDirectoryBusy
 
 
 class UsageError(Exception):
@@ -30,6 +36,7 @@ class UsageError(Exception):
 COMMANDS: dict[str, tuple[str, str]] = {
     "datasets": ("harness.commands.datasets", "list datasets, verify a local copy (counts, checksums), fetch one"),
     "metrics": ("harness.commands.metrics", "list metrics and whether their weights are present (metrics check)"),
+    "weights": ("harness.commands.weights", "which weight files each codec needs, present and valid (weights check)"),
     "report": ("harness.commands.report", "write report.html and report.md (tables, plots) for a run directory"),
     "regress": ("harness.commands.regress", "compare a run's summary with a committed baseline within tolerances"),
     "finetune": ("harness.commands.finetune", "fine-tune an RDEIC adapter on a dataset's training split"),
@@ -51,6 +58,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite positive number of seconds, got {text!r}")
+    return value
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
@@ -69,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-images", type=_positive, help="seeded subset of N images per dataset")
     p.add_argument("--seeds", type=_positive, help="corruption replicates per level (overrides the suite)")
     p.add_argument("--workers", type=_positive, default=2, help="isolated decode worker processes (default 2)")
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        help="CPU seconds a parse may use before it is a timeout (overrides the suite's timeout_s; the budget is "
+        "still at least timeout_factor x the clean stream's parse time)",
+    )
     p.add_argument("--out", type=Path, help="run directory (default runs/<suite>); re-running resumes")
     p.add_argument("--fresh", action="store_true", help="discard the run directory's results and cache first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -85,15 +108,26 @@ def list_everything() -> str:
 
 
 def run_suite(args: argparse.Namespace) -> int:
-    from harness.codecs.rdeic.flags import with_weight_flags
-    from harness.runner import ControlError, RunOptions, run
-    from reports.tables import write_summary
+    from harness.codecs.rdeic.flags import resolve_auto, with_weight_flags
 
     suite = load_suite(args.suite)
     if suite.finetune is not None:
         return run_finetune_suite(args, suite)
-    suite = with_weight_flags(suite, args.rdeic_ckpt, args.sd_ckpt)  # no-op without the flags
+    suite, which_rdeic = resolve_auto(suite, args.rdeic_ckpt, args.sd_ckpt)  # "rdeic-auto": official or tiny
+    if which_rdeic is None:
+        suite = with_weight_flags(suite, args.rdeic_ckpt, args.sd_ckpt)  # no-op without the flags
+    else:
+        print(which_rdeic)
     out = args.out or Path("runs") / suite.name
+    with routed_warnings(out):
+        return _run_plain_suite(args, suite, out)
+
+
+def _run_plain_suite(args: argparse.Namespace, suite: Any, out: Path) -> int:
+    from harness.runner import ControlError, RunOptions, run
+    from reports.tables import write_summary
+    from reports.terminal import headline
+
     opts = RunOptions(
         suite=suite,
         out=out,
@@ -104,6 +138,7 @@ def run_suite(args: argparse.Namespace) -> int:
         workers=args.workers,
         fresh=args.fresh,
         progress=not args.no_progress,
+        timeout_s=args.timeout,
     )
     try:
         result = run(opts)
@@ -111,13 +146,16 @@ def run_suite(args: argparse.Namespace) -> int:
         print(f"evaluate.py: control failed, no table written: {exc}", file=sys.stderr)
         return 3
     cells = _stored_cells(out, result.planned_keys)
-    text = write_summary(out, cells, suite.metrics, f"{suite.name}: {out}")  # unavailable ones: "not computed"
-    print(text)
+    write_summary(out, cells, suite.metrics, f"{suite.name}: {out}")  # the full tables: summary.md / .csv
+    print(headline(cells, suite.metrics))  # what fits 100 columns
+    if result.skipped_images:
+        by_stage = Counter(s.get("stage", "?") for s in result.skipped_images)
+        counts = ", ".join(f"{n} at {stage}" for stage, n in sorted(by_stage.items()))
+        print(f"{len(result.skipped_images)} images skipped ({counts}); reasons: evaluate.py report {out}, provenance")
     print(
-        f"{result.planned} cells planned, {result.already_done} already done, {result.computed} computed "
-        f"({result.decodes} decodes, {result.memo_hits} reused identical streams, "
-        f"{result.worker_restarts} worker restarts) in {result.seconds:.1f} s. Results: {out}/results.sqlite, "
-        f"{out}/summary.csv, {out}/summary.md"
+        f"{result.planned} cells planned, {result.already_done} already done, {result.computed} computed in "
+        f"{result.seconds:.1f} s\n({result.decodes} decodes, {result.memo_hits} reused identical streams, "
+        f"{result.worker_restarts} worker restarts)\nResults: {out}/results.sqlite\nTables:  {out}/summary.md (.csv)"
     )
     _write_report(out)
     return 0
@@ -137,7 +175,7 @@ def _write_report(out: Path) -> None:
     try:  # the report is a view of stored results: its failure never loses them
         from reports.report import build
 
-        print(f"Report: {build(out).html}")
+        print(f"Report:  {build(out).html}")
     except Exception as exc:
         print(f"evaluate.py: report not written ({type(exc).__name__}: {exc}); results are kept", file=sys.stderr)
 
@@ -146,10 +184,6 @@ def run_finetune_suite(args: argparse.Namespace, suite) -> int:
     """A suite with a ``[finetune]`` table (harness/ood.py): fine-tune per OOD dataset, evaluate before/after."""
     import dataclasses
 
-    from harness.ood import run_ood, write_outputs
-    from harness.runner import ControlError
-    from reports.tables import write_summary
-
     if args.codec or args.dataset or args.limit_images or args.seeds:
         raise UsageError("--codec/--dataset/--limit-images/--seeds do not apply to a [finetune] suite; edit its TOML")
     flags = {k: str(v) for k, v in (("rdeic_ckpt", args.rdeic_ckpt), ("sd_ckpt", args.sd_ckpt)) if v}
@@ -157,22 +191,50 @@ def run_finetune_suite(args: argparse.Namespace, suite) -> int:
         spec = suite.finetune
         suite = dataclasses.replace(suite, finetune=dataclasses.replace(spec, options={**spec.options, **flags}))
     out = args.out or Path("runs") / suite.name
+    with routed_warnings(out):
+        return _run_finetune_suite(args, suite, out)
+
+
+def _run_finetune_suite(args: argparse.Namespace, suite: Any, out: Path) -> int:
+    from harness.ood import check_bitstreams, failed_bitstream_checks, run_ood, write_outputs
+    from harness.runner import ControlError
+    from reports.tables import write_summary
+    from reports.terminal import headline
+
     try:
         result = run_ood(suite, out, args.workers, args.fresh, not args.no_progress)
     except ControlError as exc:
         print(f"evaluate.py: control failed, no table written: {exc}", file=sys.stderr)
         return 3
     cells = _stored_cells(out, result.keys)
-    print(write_summary(out, cells, suite.metrics, f"{suite.name}: {out}"))
-    text, checks = write_outputs(out, cells, result, suite.metrics)
-    print(text)
-    failed = [c for c in checks if c["must_be_identical"] and (c["different"] or c["missing_from_cache"])]
-    if failed:
-        print(f"evaluate.py: control failed: an adapter mode changed or lost bitstreams: {failed}", file=sys.stderr)
+    checks = check_bitstreams(cells, out, result.groups)
+    failed = failed_bitstream_checks(checks)
+    if failed:  # METHODOLOGY.md §6: before any table is written
+        what = "an adapter mode changed or lost bitstreams"
+        print(f"evaluate.py: control failed, no table written: {what}: {failed}", file=sys.stderr)
         return 3
+    write_summary(out, cells, suite.metrics, f"{suite.name}: {out}")
+    write_outputs(out, cells, result, suite.metrics, checks)
+    print(headline(cells, suite.metrics))
+    print(f"Before/after (paired, with intervals): {out}/ood_before_after.md")
     print(f"{len(result.keys)} cells ({result.computed} computed) in {result.seconds:.1f} s. Results: {out}")
     _write_report(out)
     return 0
+
+
+def _filesystem_error(exc: BaseException) -> str | None:
+    """One line for the file-system errors a user causes or can fix (read-only or full disk, no permission);
+    None for anything else (a bug: let its traceback show)."""
+    code = getattr(exc, "errno", None)
+    where = getattr(exc, "filename", None)
+    where = f" ({where})" if where else ""
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write{where}: {exc.strerror}; give a writable --out. Finished cells are kept."
+    if code in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in str(exc) or "disk I/O error" in str(exc):
+        return f"the disk is full{where}; free space and run the same command again: finished cells are kept"
+    if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc):
+        return f"the results store is read-only: {exc}; give a writable --out"
+    return None
 
 
 def run_command(name: str, argv: list[str]) -> int:
@@ -195,8 +257,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.suite:
             raise UsageError("give --suite NAME, --list, or a subcommand: " + (", ".join(COMMANDS) or "none yet"))
         return run_suite(args)
-    except (UsageError, SuiteError, RegistryError, CodecError, DatasetError) as exc:
+    except (UsageError, SuiteError, RegistryError, CodecError, DatasetError, RunDirectoryBusy) as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, sqlite3.OperationalError) as exc:
+        message = _filesystem_error(exc)
+        if message is None:
+            raise
+        print(f"evaluate.py: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("evaluate.py: interrupted; finished cells are saved, run the same command to resume", file=sys.stderr)

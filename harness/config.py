@@ -25,8 +25,9 @@ Example (``harness/suites/bit_errors.toml``)::
 from __future__ import annotations
 
 import itertools
+import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,9 @@ class CodecConfig:
     match_rate_of: str | None = None
     #: label of another codec config whose corruption draws this one reuses, cell by cell (paired comparisons)
     paired_with: str | None = None
+    #: only the identity level of each corruption (BER 0, sigma 0): a clean reference row such as the VAE-only
+    #: bound (METHODOLOGY §5), which is not a compressor and has no business in an error sweep
+    clean_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,9 +112,15 @@ class Suite:
     #: the clean-round-trip control's PSNR floor for every codec of the suite (None: each codec's own, 15 dB by
     #: default); lower it, with a comment saying why, for data a codec is expected to handle poorly (OOD domains)
     clean_psnr_floor_db: float | None = None
-    #: fine-tune-then-evaluate suites: the ``[finetune]`` table (harness/ood.py: FinetuneSpec); datasets and
-    #: codecs are then derived from it per OOD dataset
+    #: fine-tune-then-evaluate suites: the ``[finetune]`` table (FinetuneSpec below); datasets and codecs are
+    #: then derived from it per OOD dataset (harness/ood.py)
     finetune: Any = None
+    #: a parse's CPU-time budget is max(timeout_s, timeout_factor x the CPU time of the clean stream's parse)
+    timeout_factor: float = 20.0
+    #: the wall-clock backstop of a parse is wall_factor x its CPU budget (catches hangs that use no CPU)
+    wall_factor: float = 10.0
+    #: memory a parse may allocate beyond the warm worker, MiB (None: 512 MiB + 256 B per decoded pixel)
+    worker_memory_mb: float | None = None
 
     @property
     def sha256(self) -> str:
@@ -127,6 +137,13 @@ def _table(raw: Any, where: str, allowed: set[str], required: set[str] = frozens
     if missing:
         raise SuiteError(f"{where}: missing key(s) {', '.join(missing)}")
     return raw
+
+
+def _positive(value: Any, where: str, unit: str) -> float:
+    """A finite number > 0 (NaN and infinity compare false with every range check, so they are refused here)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise SuiteError(f"{where} must be a finite positive number ({unit}), got {value!r}")
+    return float(value)
 
 
 def _int(value: Any, where: str, minimum: int) -> int:
@@ -208,13 +225,14 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
             "corruptions",
             "finetune",
             "clean_psnr_floor_db",
+            "timeout_factor",
+            "wall_factor",
+            "worker_memory_mb",
         },
         {"name", "corruptions"},
     )
     finetune = None
     if "finetune" in top:
-        from harness.ood import parse_finetune
-
         if "datasets" in top or "codecs" in top:
             raise SuiteError(f"{path}: a [finetune] suite takes its datasets and codec from [finetune], not from "
                              "[[datasets]] / [[codecs]]")  # fmt: skip
@@ -228,7 +246,10 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
         datasets.append(_dataset_config(d, f"{path}: datasets[{i}]"))
     codecs = []
     for i, c in enumerate(top.get("codecs", [])):
-        c = _table(c, f"{path}: codecs[{i}]", {"codec", "label", "options", "match_rate_of", "paired_with"}, {"codec"})
+        keys = {"codec", "label", "options", "match_rate_of", "paired_with", "clean_only"}
+        c = _table(c, f"{path}: codecs[{i}]", keys, {"codec"})
+        if not isinstance(c.get("clean_only", False), bool):
+            raise SuiteError(f"{path}: codecs[{i}].clean_only is true or false")
         codecs.append(
             CodecConfig(
                 c["codec"],
@@ -236,6 +257,7 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
                 dict(c.get("options", {})),
                 c.get("match_rate_of"),
                 c.get("paired_with"),
+                c.get("clean_only", False),
             )
         )
     labels = [c.label for c in codecs]
@@ -259,12 +281,18 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
             raise SuiteError(f'{path}: corruptions[{i}].fec is a table of RS parameters or a list of them and "none"')
         grid_values = {k: tuple(v) for k, v in grid.items()}
         corruptions.append(CorruptionConfig(c["corruption"], tuple(scopes), grid_values, tuple(fec)))
-    timeout = top.get("timeout_s", 30.0)
-    if not isinstance(timeout, int | float) or timeout <= 0:
-        raise SuiteError(f"{path}: timeout_s must be a positive number of seconds")
+    timeout = _positive(top.get("timeout_s", 30.0), f"{path}: timeout_s", "seconds of CPU time")
+    timeout_factor = _positive(top.get("timeout_factor", 20.0), f"{path}: timeout_factor", "multiple")
+    wall_factor = _positive(top.get("wall_factor", 10.0), f"{path}: wall_factor", "multiple")
+    if wall_factor < 1:
+        raise SuiteError(f"{path}: wall_factor must be >= 1 (a multiple of the CPU budget), got {wall_factor}")
+    memory = top.get("worker_memory_mb")
+    memory = None if memory is None else _positive(memory, f"{path}: worker_memory_mb", "MiB")
     floor = top.get("clean_psnr_floor_db")
-    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, int | float)):
-        raise SuiteError(f"{path}: clean_psnr_floor_db must be a number of dB")
+    if floor is not None and (
+        isinstance(floor, bool) or not isinstance(floor, int | float) or not math.isfinite(floor)
+    ):
+        raise SuiteError(f"{path}: clean_psnr_floor_db must be a finite number of dB, got {floor!r}")
     metrics = top.get("metrics", ["psnr"])
     if not isinstance(metrics, list) or not metrics:
         raise SuiteError(f"{path}: metrics is a non-empty list of metric names")
@@ -283,6 +311,103 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
         text=text,
         finetune=finetune,
         clean_psnr_floor_db=None if floor is None else float(floor),
+        timeout_factor=timeout_factor,
+        wall_factor=wall_factor,
+        worker_memory_mb=memory,
+    )
+
+
+# -- fine-tune-then-evaluate suites (harness/ood.py runs them) ------------------------------------------------
+PARTS = ("train", "val", "test")
+DEFAULT_PARTITION = {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0}
+
+
+@dataclass(frozen=True)
+class OODDataset:
+    """An OOD dataset and how it is split: seeded partition fractions, or the names of its official splits."""
+
+    dataset: DatasetConfig
+    splits: dict[str, str] | None = None  # part -> official split name
+
+    @property
+    def name(self) -> str:
+        return self.dataset.name
+
+    def part(self, which: str) -> DatasetConfig:
+        if self.splits is not None:
+            return replace(self.dataset, split=self.splits[which], partition=None)
+        assert self.dataset.partition is not None
+        return replace(self.dataset, partition=self.dataset.partition.with_take(which))
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    codec: str
+    label: str
+    options: dict[str, Any]
+    train: Any  # harness.train.finetune.FinetuneConfig
+    datasets: tuple[OODDataset, ...]
+    in_distribution: tuple[DatasetConfig, ...]
+
+    def adapter_label(self, ood: OODDataset) -> str:
+        return f"{self.label}+{ood.name}"
+
+
+def parse_finetune(raw: Any, path: str) -> FinetuneSpec:
+    """The ``[finetune]`` table, checked completely (torch is not imported)."""
+    from harness.datasets.base import DatasetError
+    from harness.datasets.partition import Partition
+
+    where = f"{path}: finetune"
+    keys = {"codec", "label", "options", "train", "datasets", "in_distribution"}
+    ft = _table(raw, where, keys, {"codec", "datasets"})
+    options = ft.get("options", {})
+    if not isinstance(options, dict):
+        raise SuiteError(f"{where}.options: expected a table of codec options")
+    train_raw = ft.get("train", {})
+    if not isinstance(train_raw, dict):
+        raise SuiteError(f"{where}.train: expected a table of fine-tuning options")
+    try:
+        from harness.train.finetune import config_from
+
+        train = config_from(dict(train_raw))
+    except (ValueError, TypeError) as exc:
+        raise SuiteError(f"{where}.train: {exc}") from None
+    datasets = []
+    for i, d in enumerate(ft["datasets"]):
+        w = f"{where}.datasets[{i}]"
+        if not isinstance(d, dict):
+            raise SuiteError(f"{w}: expected a table")
+        d = dict(d)
+        splits = d.pop("splits", None)
+        if splits is not None:
+            if not isinstance(splits, dict) or set(splits) != set(PARTS) or "partition" in d:
+                raise SuiteError(f"{w}.splits: name the official split of each of {PARTS} (and no partition)")
+            datasets.append(OODDataset(_dataset_config(d, w), {k: str(v) for k, v in splits.items()}))
+            continue
+        part = {**DEFAULT_PARTITION, **d.pop("partition", {}), "take": "test"}
+        try:
+            partition = Partition.from_table(part, f"{w}.partition")
+        except DatasetError as exc:
+            raise SuiteError(str(exc)) from None
+        if set(dict(partition.fractions)) != set(PARTS):
+            raise SuiteError(f"{w}.partition: needs exactly the parts {PARTS}")
+        datasets.append(OODDataset(replace(_dataset_config(d, w), partition=partition)))
+    if not datasets:
+        raise SuiteError(f"{where}.datasets: name at least one OOD dataset")
+    names = [d.name for d in datasets]
+    if len(set(names)) != len(names):
+        raise SuiteError(f"{where}.datasets: each OOD dataset once, got {names}")
+    in_dist = tuple(
+        _dataset_config(d, f"{where}.in_distribution[{i}]") for i, d in enumerate(ft.get("in_distribution", []))
+    )
+    return FinetuneSpec(
+        codec=str(ft["codec"]),
+        label=str(ft.get("label", ft["codec"])),
+        options=dict(options),
+        train=train,
+        datasets=tuple(datasets),
+        in_distribution=in_dist,
     )
 
 

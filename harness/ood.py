@@ -29,104 +29,11 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.config import CodecConfig, DatasetConfig, Suite, SuiteError
-
-PARTS = ("train", "val", "test")
-DEFAULT_PARTITION = {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0}
-
-
-@dataclass(frozen=True)
-class OODDataset:
-    """An OOD dataset and how it is split: seeded partition fractions, or the names of its official splits."""
-
-    dataset: DatasetConfig
-    splits: dict[str, str] | None = None  # part -> official split name
-
-    @property
-    def name(self) -> str:
-        return self.dataset.name
-
-    def part(self, which: str) -> DatasetConfig:
-        if self.splits is not None:
-            return replace(self.dataset, split=self.splits[which], partition=None)
-        assert self.dataset.partition is not None
-        return replace(self.dataset, partition=self.dataset.partition.with_take(which))
-
-
-@dataclass(frozen=True)
-class FinetuneSpec:
-    codec: str
-    label: str
-    options: dict[str, Any]
-    train: Any  # harness.train.finetune.FinetuneConfig
-    datasets: tuple[OODDataset, ...]
-    in_distribution: tuple[DatasetConfig, ...]
-
-    def adapter_label(self, ood: OODDataset) -> str:
-        return f"{self.label}+{ood.name}"
-
-
-def parse_finetune(raw: Any, path: str) -> FinetuneSpec:
-    """The ``[finetune]`` table, checked completely (torch is not imported)."""
-    from harness.config import _dataset_config, _table
-    from harness.datasets.base import DatasetError
-    from harness.datasets.partition import Partition
-
-    where = f"{path}: finetune"
-    keys = {"codec", "label", "options", "train", "datasets", "in_distribution"}
-    ft = _table(raw, where, keys, {"codec", "datasets"})
-    options = ft.get("options", {})
-    if not isinstance(options, dict):
-        raise SuiteError(f"{where}.options: expected a table of codec options")
-    train_raw = ft.get("train", {})
-    if not isinstance(train_raw, dict):
-        raise SuiteError(f"{where}.train: expected a table of fine-tuning options")
-    try:
-        from harness.train.finetune import config_from
-
-        train = config_from(dict(train_raw))
-    except (ValueError, TypeError) as exc:
-        raise SuiteError(f"{where}.train: {exc}") from None
-    datasets = []
-    for i, d in enumerate(ft["datasets"]):
-        w = f"{where}.datasets[{i}]"
-        if not isinstance(d, dict):
-            raise SuiteError(f"{w}: expected a table")
-        d = dict(d)
-        splits = d.pop("splits", None)
-        if splits is not None:
-            if not isinstance(splits, dict) or set(splits) != set(PARTS) or "partition" in d:
-                raise SuiteError(f"{w}.splits: name the official split of each of {PARTS} (and no partition)")
-            datasets.append(OODDataset(_dataset_config(d, w), {k: str(v) for k, v in splits.items()}))
-            continue
-        part = {**DEFAULT_PARTITION, **d.pop("partition", {}), "take": "test"}
-        try:
-            partition = Partition.from_table(part, f"{w}.partition")
-        except DatasetError as exc:
-            raise SuiteError(str(exc)) from None
-        if set(dict(partition.fractions)) != set(PARTS):
-            raise SuiteError(f"{w}.partition: needs exactly the parts {PARTS}")
-        datasets.append(OODDataset(replace(_dataset_config(d, w), partition=partition)))
-    if not datasets:
-        raise SuiteError(f"{where}.datasets: name at least one OOD dataset")
-    names = [d.name for d in datasets]
-    if len(set(names)) != len(names):
-        raise SuiteError(f"{where}.datasets: each OOD dataset once, got {names}")
-    in_dist = tuple(
-        _dataset_config(d, f"{where}.in_distribution[{i}]") for i, d in enumerate(ft.get("in_distribution", []))
-    )
-    return FinetuneSpec(
-        codec=str(ft["codec"]),
-        label=str(ft.get("label", ft["codec"])),
-        options=dict(options),
-        train=train,
-        datasets=tuple(datasets),
-        in_distribution=in_dist,
-    )
+from harness.config import CodecConfig, DatasetConfig, FinetuneSpec, OODDataset, Suite, SuiteError
 
 
 # -- running --------------------------------------------------------------------------------------------------------
@@ -286,19 +193,23 @@ def check_bitstreams(cells: Any, out: Path, groups: list[dict[str, Any]]) -> lis
     return rows
 
 
+def failed_bitstream_checks(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The checks of adapter modes that must keep bitstreams identical but changed or lost some."""
+    return [c for c in checks if c["must_be_identical"] and (c["different"] or c["missing_from_cache"])]
+
+
 def write_outputs(
-    out: Path, cells: Any, result: OODResult, metrics: tuple[str, ...]
-) -> tuple[str, list[dict[str, Any]]]:
-    """ood_before_after.csv / .md, training curves, ood_groups.json; returns the Markdown and the bitstream
-    checks."""
+    out: Path, cells: Any, result: OODResult, metrics: tuple[str, ...], checks: list[dict[str, Any]]
+) -> str:
+    """ood_before_after.csv / .md, training curves, ood_groups.json; returns the Markdown. Called only after
+    the bitstream checks (``check_bitstreams``) passed: a failed control writes no table."""
     import json
 
     from reports import ood as ood_report
-    from reports.tables import write_frame
+    from reports.tables import markdown_table, write_frame
 
     table = ood_report.before_after(cells, result.groups, metrics)
     write_frame(table, out / "ood_before_after.csv")
-    checks = check_bitstreams(cells, out, result.groups)
     plots = ood_report.training_curves(result.groups, out, out / "report")
     lines = [
         "## Fine-tune-then-evaluate: before (base) → after (base + adapter)",
@@ -315,25 +226,7 @@ def write_outputs(
         "",
         "### Adapters",
         "",
-        _md_rows(
-            [
-                {
-                    "dataset": g["dataset"],
-                    "mode": g["sidecar"]["mode"],
-                    "objective": g["sidecar"]["objective"],
-                    "trainable / total params": f"{g['sidecar']['trainable_parameters']:,} / "
-                    f"{g['sidecar']['total_parameters']:,}",
-                    "steps run": g["sidecar"]["steps_run"],
-                    "best val step": (g["sidecar"].get("best") or {}).get("step"),
-                    "perceptual term": g["sidecar"]["perceptual"]["term"],
-                    "frozen tensors unchanged": g["sidecar"]["frozen"]["sha256_before"]
-                    == g["sidecar"]["frozen"]["sha256_after"],
-                    "train images": g["sidecar"]["data"]["train"]["used_count"],
-                    "val images": g["sidecar"]["data"]["val"]["used_count"],
-                }
-                for g in result.groups
-            ]
-        ),
+        markdown_table(ood_report.adapters_table(result.groups)),
     ]
     if plots:
         lines += ["", f"![training curves](report/{plots[0].name})"]
@@ -341,10 +234,12 @@ def write_outputs(
     (out / "ood_before_after.md").write_text(text)
     record = {"groups": result.groups, "bitstreams": checks}
     (out / "ood_groups.json").write_text(json.dumps(record, indent=1, default=str))
-    return text, checks
+    return text
 
 
 def _md_rows(rows: list[dict[str, Any]]) -> str:
     import pandas as pd
 
-    return pd.DataFrame(rows).to_markdown(index=False) if rows else "(none)"
+    from reports.tables import markdown_table
+
+    return markdown_table(pd.DataFrame(rows).astype(str)) if rows else "(none)"

@@ -60,6 +60,23 @@ class Step:
             return self.name
         return f"{self.name}(" + ",".join(f"{k}={v}" for k, v in self.params) + ")"
 
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) this step gives an image of that size, computed before any pixel is made."""
+        o = self.options
+        if self.name == "resize":
+            scale = o["short"] / min(height, width)
+            return max(1, round(width * scale)), max(1, round(height * scale))
+        if self.name == "upscale":
+            return width * o["factor"], height * o["factor"]
+        if self.name == "center_crop":
+            return min(width, o["size"]), min(height, o["size"])
+        if self.name == "pad64":
+            m = o["multiple"]
+            return width + (-width % m), height + (-height % m)
+        if self.name == "mosaic":
+            return width * o["k"], height * o["k"]
+        return width, height
+
     def apply(self, image: np.ndarray) -> np.ndarray:
         o = self.options
         h, w = image.shape[:2]
@@ -110,6 +127,22 @@ class Policy:
     def mosaic_k(self) -> int | None:
         last = self.steps[-1]
         return int(last.options["k"]) if last.name == "mosaic" else None
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the prepared image (a final mosaic included) for a decoded image of that size."""
+        for step in self.steps:
+            width, height = step.output_size(width, height)
+        return width, height
+
+    def check_size(self, width: int, height: int, max_pixels: int | None) -> None:
+        """PolicyError when the prepared image would exceed ``max_pixels`` (the suite's limit holds for what
+        the codec receives too), checked before any pixel is made."""
+        w, h = self.output_size(width, height)
+        if max_pixels is not None and w * h > max_pixels:
+            raise PolicyError(
+                f"{self.canonical} makes {width}x{height} into {w}x{h} = {w * h} px, which exceeds "
+                f"max_pixels={max_pixels}"
+            )
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         """The per-image steps (everything except a final ``mosaic``), deterministic for the same input."""

@@ -72,8 +72,22 @@ def collect(extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "host": socket.gethostname(),
         "cpu_count": os.cpu_count(),
-        "device": "cpu",
         "argv": sys.argv,
     }
     info.update(extra or {})
     return info
+
+
+def devices(codecs: dict[str, Any]) -> dict[str, Any]:
+    """Where each codec config reconstructs (its ``device`` option; ``cpu`` for codecs without one) and, when
+    torch is loaded, the accelerators this process can see: the device is recorded as it was, never assumed."""
+    out: dict[str, Any] = {"codecs": {label: str(getattr(c.options, "device", "cpu")) for label, c in codecs.items()}}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            cuda = torch.cuda.is_available()
+            out["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
+            out["torch_threads"] = torch.get_num_threads()
+        except Exception as exc:  # a broken driver must not stop provenance
+            out["cuda_error"] = str(exc)
+    return out

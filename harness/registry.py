@@ -120,6 +120,7 @@ class Preset:
 CODECS: Registry = Registry("codec", "harness.codecs")
 CODECS.register("jpeg2000", "harness.codecs.jpeg2000:JPEG2000")
 CODECS.register("rdeic", "harness.codecs.rdeic.codec:RDEIC")
+CODECS.register("rdeic-vae", "harness.codecs.rdeic.vae_only:RDEICVAE")  # VAE-only bound (METHODOLOGY §5)
 # JPEG2000 baselines named by configuration (METHODOLOGY.md §5): never pick one silently.
 CODECS.register("j2k-plain", Preset("jpeg2000", {"irreversible": True, "layers": 1}, "9/7, one layer, no markers"))
 CODECS.register(
@@ -154,10 +155,21 @@ CODECS.register(
     ),
 )
 
+# RDEIC-tiny's VAE alone (METHODOLOGY §5's VAE-only bound); the two rate points share their VAE tensors
+CODECS.register(
+    "rdeic-vae-tiny",
+    Preset(
+        "rdeic-vae",
+        {"config": "tiny", "weights": str(TINY_WEIGHTS / "rdeic-tiny-low.safetensors")},
+        "RDEIC-tiny's VAE alone: an upper bound on its quality, not a compressor",
+    ),
+)
+
 CORRUPTIONS: Registry = Registry("corruption", "harness.corruptions")
 CORRUPTIONS.register("bsc", "corruptions.bsc:BinarySymmetricChannel")
 CORRUPTIONS.register("burst", "corruptions.gilbert_elliott:GilbertElliott")
 CORRUPTIONS.register("burst_fixed", "corruptions.burst_fixed:PublishedFixedBursts")
+CORRUPTIONS.register("fixed_flips", "corruptions.burst_fixed:PublishedFixedFlips")
 CORRUPTIONS.register("latent_gaussian", "corruptions.latent_noise:LatentGaussian")
 CORRUPTIONS.register("mask_replace", "corruptions.latent_noise:MaskReplace")
 

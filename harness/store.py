@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS cells (
     dataset TEXT NOT NULL, dataset_version TEXT NOT NULL, image_id TEXT NOT NULL, image_sha256 TEXT NOT NULL,
     height INTEGER NOT NULL, width INTEGER NOT NULL, preprocessing TEXT NOT NULL,
     codec TEXT NOT NULL, codec_label TEXT NOT NULL, codec_config TEXT NOT NULL,
-    codec_fingerprint TEXT NOT NULL, weights_hash TEXT,
+    codec_fingerprint TEXT NOT NULL, codec_name TEXT NOT NULL, codec_options TEXT NOT NULL, rate_of TEXT,
+    weights_hash TEXT,
     corruption TEXT NOT NULL, params TEXT NOT NULL, level TEXT NOT NULL, scope TEXT NOT NULL, fec TEXT,
     suite_seed INTEGER NOT NULL, replicate INTEGER NOT NULL, decode_seed INTEGER NOT NULL,
     status TEXT NOT NULL, error_type TEXT, error_message TEXT,
@@ -129,7 +130,7 @@ class ResultStore:
                     ),
                 )
             row = dict(cell)
-            for name in ("codec_config", "params", "fec", "metrics", "channel"):
+            for name in ("codec_config", "codec_options", "params", "fec", "metrics", "channel"):
                 row[name] = _dumps(row[name])
             columns = ",".join(row)
             self._db.execute(f"INSERT INTO cells ({columns}) VALUES ({','.join('?' * len(row))})", tuple(row.values()))

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reports import tables
 from reports.stats import mean_interval
 
 PAIR_KEYS = ["image_sha256", "corruption", "params", "scope", "replicate", "decode_seed"]
@@ -44,7 +45,7 @@ def before_after(cells: pd.DataFrame, groups: list[dict[str, Any]], metrics: tup
             pairs = paired(cells, g["base"], g["adapter"], dataset)
             if pairs.empty:
                 continue
-            for (corruption, scope, _params), p in pairs.groupby(["corruption", "scope", "params"], sort=False):
+            for (corruption, scope, params), p in pairs.groupby(["corruption", "scope", "params"], sort=False):
                 ok = p[(p["status_before"] == "ok") & (p["status_after"] == "ok")]
                 row: dict[str, Any] = {
                     "ood_dataset": g["dataset"],
@@ -55,6 +56,7 @@ def before_after(cells: pd.DataFrame, groups: list[dict[str, Any]], metrics: tup
                     "corruption": corruption,
                     "scope": scope,
                     "level": p["level_before"].iloc[0],
+                    "level_value": tables.level_value(params),
                     "images": p["image_sha256"].nunique(),
                     "pairs": len(p),
                     "pairs_both_ok": len(ok),
@@ -82,11 +84,35 @@ def before_after(cells: pd.DataFrame, groups: list[dict[str, Any]], metrics: tup
                         }
                     )
                 rows.append(row)
-    return pd.DataFrame(rows)
+    return sort_levels(pd.DataFrame(rows))
+
+
+def _level_number(level: object) -> float:
+    """The numeric value of a level label such as ``ber=0.001`` or ``sigma=0.2,unit=rel`` (first number)."""
+    for part in str(level).split(","):
+        _, _, value = part.partition("=")
+        try:
+            return float(value)
+        except ValueError:
+            continue
+    return math.nan
+
+
+def sort_levels(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows in reading order: per OOD dataset, evaluated set, corruption and scope, levels by value (ber=0
+    before ber=0.001), whatever order the pairs came in (tables read back from CSV included)."""
+    if table.empty or "level" not in table:
+        return table
+    values = table["level_value"] if "level_value" in table else table["level"].map(_level_number)
+    keys = [k for k in ("ood_dataset", "role", "evaluated", "corruption", "scope") if k in table]
+    out = table.assign(_v=values.astype(float)).sort_values([*keys, "_v", "level"], kind="stable")
+    return out.drop(columns="_v").reset_index(drop=True)
 
 
 def to_markdown(table: pd.DataFrame, metrics: tuple[str, ...]) -> str:
-    return "(no paired cells)" if table.empty else human_table(table, metrics).to_markdown(index=False)
+    if table.empty:
+        return "(no paired cells)"
+    return tables.markdown_table(human_table(table, metrics), ("ood_dataset", "evaluated", "corruption", "level"))
 
 
 def metrics_of(table: pd.DataFrame) -> tuple[str, ...]:
@@ -95,6 +121,7 @@ def metrics_of(table: pd.DataFrame) -> tuple[str, ...]:
 
 def human_table(table: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
     """The before/after table as people read it (strings with arrows and intervals)."""
+    table = sort_levels(table)
     cols = ["ood_dataset", "evaluated", "role", "corruption", "scope", "level", "images", "pairs_both_ok"]
     out = table[cols].copy()
     out["failures before → after"] = [
@@ -115,41 +142,100 @@ def human_table(table: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
     return out
 
 
+def best_step_text(sidecar: dict[str, Any]) -> str:
+    """The validation outcome in words: ``step 0 = base (fine-tuning did not improve validation)`` when the
+    best step is the base itself, else the best step and its value."""
+    best = sidecar.get("best") or {}
+    step = best.get("step")
+    if step is None:
+        return "no validation recorded"
+    value = best.get("value")
+    shown = f" ({float(value):.4g})" if isinstance(value, int | float) else ""
+    if int(step) == 0:
+        return f"step 0 = base{shown} (fine-tuning did not improve validation; the adapter is the base)"
+    return f"step {int(step)}{shown}"
+
+
+def adapters_table(groups: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per fine-tuned adapter: mode, objective, trained parameters, steps, best validation step in words
+    (:func:`best_step_text`), frozen tensors unchanged, images used."""
+    rows = []
+    for g in groups:
+        sc = g.get("sidecar") or {}
+        data = sc.get("data") or {}
+        frozen = sc.get("frozen") or {}
+        rows.append(
+            {
+                "dataset": g.get("dataset"),
+                "mode": sc.get("mode"),
+                "objective": sc.get("objective"),
+                "trainable / total params": f"{sc.get('trainable_parameters', 0):,} / "
+                f"{sc.get('total_parameters', 0):,}",
+                "steps run": sc.get("steps_run"),
+                "best validation step": best_step_text(sc),
+                "frozen tensors unchanged": frozen.get("sha256_before") == frozen.get("sha256_after"),
+                "train images": (data.get("train") or {}).get("used_count"),
+                "val images": (data.get("val") or {}).get("used_count"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def training_curves(groups: list[dict[str, Any]], run_dir: Path, out_dir: Path) -> list[Path]:
-    """Training loss and validation metric against steps, one line per OOD dataset (PNG and SVG)."""
+    """Training loss and validation metric against steps, one line per OOD dataset (PNG and SVG). The loss panel
+    is drawn only when some adapter logged a training loss (otherwise the figure says so); the best validation
+    step is marked, and a best step 0 is named as the base."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6))
-    drawn = False
+    losses, vals = [], []
     for g in groups:
         train = Path(g["adapter_path"]).parent / "train"
-        loss = train / "adapter" / "metrics.csv"
-        val = train / "validation.csv"
+        loss, val = train / "adapter" / "metrics.csv", train / "validation.csv"
         if loss.is_file():
             df = pd.read_csv(loss)
-            ax_loss.plot(df["step"], df["loss"], label=g["dataset"])
-            drawn = True
+            if {"step", "loss"} <= set(df.columns) and df["loss"].notna().any():
+                losses.append((g, df))
         if val.is_file():
             df = pd.read_csv(val)
-            metric = next(c for c in df.columns if c not in ("step", "bpp"))
-            ax_val.plot(df["step"], df[metric], marker="o", label=g["dataset"])
-            ax_val.set_ylabel(f"validation {metric}")
-            drawn = True
-    if not drawn:
-        plt.close(fig)
+            metric = next((c for c in df.columns if c not in ("step", "bpp")), None)
+            if metric is not None and len(df):
+                vals.append((g, df, metric))
+    if not losses and not vals:
         return []
-    ax_loss.set(xlabel="step", ylabel="training loss", title="adapter training loss")
-    ax_val.set(xlabel="step", title="validation (val part; step 0 = base)")
-    for ax in (ax_loss, ax_val):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    panels = int(bool(losses)) + int(bool(vals))
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), squeeze=False, layout="constrained")
+    axes = list(axes.ravel())
+    if losses:
+        ax_loss = axes.pop(0)
+        for g, df in losses:
+            ax_loss.plot(df["step"], df["loss"], label=g["dataset"])
+        ax_loss.set(xlabel="training step", ylabel="training loss", title="adapter training loss")
+        ax_loss.grid(alpha=0.3)
+        ax_loss.legend(fontsize=8)
+    if vals:
+        ax_val = axes.pop(0)
+        words = []
+        for g, df, metric in vals:
+            line = ax_val.plot(df["step"], df[metric], marker="o", label=g["dataset"])[0]
+            best = (g.get("sidecar") or {}).get("best") or {}
+            if best.get("step") is not None and best.get("value") is not None:
+                ax_val.plot([best["step"]], [best["value"]], marker="*", ms=12, color=line.get_color(), ls="none")
+                words.append(f"{g['dataset']}: best {best_step_text(g.get('sidecar') or {})}")
+            unit = tables.metric_unit(metric)
+            ax_val.set_ylabel(f"validation {metric}{f' ({unit})' if unit else ''}")
+        ax_val.set(xlabel="training step (0 = the base)", title="validation (val part); ★ best step")
+        ax_val.grid(alpha=0.3)
+        ax_val.legend(fontsize=8)
+        if not losses:
+            words.insert(0, "no training loss logged")
+        if words:
+            fig.supxlabel("\n".join(words), fontsize=8)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "ood_training_curves.png", out_dir / "ood_training_curves.svg"]
     for p in paths:
-        fig.savefig(p, dpi=110)
+        fig.savefig(p, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return paths

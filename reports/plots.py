@@ -2,11 +2,17 @@
 
 - ``failure_rate``: failure rate vs level (log x for BER) with Wilson 95% bands, one line per codec, one
   panel per (corruption, scope).
-- ``quality``: each metric vs level over ok decodes (mean with its 95% interval), clean decode dashed.
+- ``quality``: each metric vs level over ok decodes (mean; its 95% t band only where n ≥ :data:`MIN_BAND_N`,
+  points with fewer values marked with their n), clean decode dotted; the y axis is clipped to the plotted
+  values, never stretched by a wide band.
 - ``status``: status composition per level (stacked bars), one panel per (codec, corruption, scope).
-- ``rd``: rate–distortion points of the clean decodes per dataset.
+- ``rd``: rate–distortion points of the clean decodes per dataset (log bpp axis when the rates span a decade;
+  lossless points left out and named).
 - ``grid``: one image across levels per codec: original, clean decode, corrupted decodes (re-decoded, see
   :mod:`reports.redecode`), per-tile metrics in the titles.
+
+Every codec configuration keeps one colour in every panel and figure (:func:`codec_colours`); legends sit
+outside the panels; axes carry units (dB, bpp, a probability per bit).
 
 Levels of 0 (the identity) cannot sit on a log axis: they are drawn at a stated position left of the
 smallest positive level and the tick is labelled "0".
@@ -17,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import textwrap
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -27,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from harness.status import ALL_STATUSES
-from reports.tables import level_axis, varying_label
+from reports.tables import level_axis, metric_unit, varying_label
 
 STATUS_COLOURS = {
     "ok": "#4c9f70",
@@ -38,19 +45,62 @@ STATUS_COLOURS = {
     "fec_failure": "#8c8c8c",
 }
 
+#: A quality point's t band is drawn only from this many values up (with n = 2 the 95% t interval is
+#: ±12.7 standard errors: it says "too few", which the n beside the point says better).
+MIN_BAND_N = 5
 
-def _lines(g: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """One line per codec config, FEC setting and value of any other level parameter that varies in ``g``
-    (e.g. burst length); the label names only what varies."""
+#: Other parameters that vary within a panel (burst length, FEC, dataset) keep the codec's colour and change
+#: the line style and marker.
+STYLES = [("-", "o"), ("--", "s"), ("-.", "^"), ((0, (5, 1)), "D"), ((0, (3, 1, 1, 1, 1, 1)), "v"), ("-", "P")]
+#: Where every decode of a point is lossless (no finite mean), the point is drawn at the top of the axis with this.
+LOSSLESS_MARKER = "$\\infty$"
+#: The clean decode's level in the quality figure (thin, dotted, no marker: never one of :data:`STYLES`).
+CLEAN_STYLE = {"ls": ":", "lw": 1.0, "alpha": 0.7}
+
+AXIS_LABELS = {
+    "ber": "BER (flip probability per bit)",
+    "sigma": "σ (latent units)",
+    "sigma_rel": "σ (× the clean latent's std)",
+    "fraction": "fraction of latent elements replaced",
+}
+
+
+def codec_colours(labels: Iterable[str]) -> dict[str, str]:
+    """One colour per codec label, stable (sorted labels) so the same run always gets the same colours."""
+    names = sorted({str(label) for label in labels})
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    n = 10 if len(names) <= 10 else 20
+    colours = {}
+    for i, name in enumerate(names):
+        colours[name] = matplotlib.colors.to_hex(cmap(i % n) if i < n else plt.get_cmap("hsv")((i - n) / len(names)))
+    return colours
+
+
+def _variant_keys(frame: pd.DataFrame) -> list[str]:
+    """Columns besides the codec that tell lines apart anywhere in ``frame`` (dataset, preprocessing, FEC): named in
+    every panel, so one FEC setting keeps one line style across the figure."""
+    keys = [k for k in ("dataset", "preprocessing") if k in frame and frame[k].nunique() > 1]
+    return keys + (["fec"] if "fec" in frame and frame["fec"].nunique() > 1 else [])
+
+
+def _lines(g: pd.DataFrame, keys: list[str] | None = None) -> list[tuple[str, str, pd.DataFrame]]:
+    """One line per codec config, ``keys`` value (:func:`_variant_keys`) and value of any other level parameter
+    that varies in ``g`` (e.g. burst length): (codec, variant, rows). The variant names only what varies ("" when
+    nothing does)."""
     g = g.assign(_line=varying_label(list(g["params"])))
-    data = [k for k in ("dataset", "preprocessing") if k in g and g[k].nunique() > 1]
-    keys = ["codec"] + [k for k in (*data, "fec", "_line") if k in g and g[k].nunique() > 1]
+    extra = [*(_variant_keys(g) if keys is None else keys), *(["_line"] if g["_line"].nunique() > 1 else [])]
     out = []
-    for key, c in g.groupby(keys, sort=True):
+    for key, c in g.groupby(["codec", *extra], sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        label = str(key[0]) + "".join(f" [{v}]" for v in key[1:] if v)
-        out.append((label, c.sort_values("level_value")))
+        names = [f"FEC {v}" if k == "fec" else str(v) for k, v in zip(extra, key[1:], strict=True) if str(v)]
+        out.append((str(key[0]), ", ".join(names), c.sort_values("level_value")))
     return out
+
+
+def _styles(panels: Iterable[pd.DataFrame], keys: list[str]) -> dict[str, tuple]:
+    """Line style and marker per variant (FEC setting, burst length...), the same in every panel of a figure."""
+    variants = sorted({variant for g in panels for _, variant, _ in _lines(g, keys)})
+    return {v: STYLES[i % len(STYLES)] for i, v in enumerate(variants)}
 
 
 def _short_labels(g: pd.DataFrame) -> list[str]:
@@ -79,15 +129,21 @@ def _x_positions(values: pd.Series, axis_name: str = "") -> tuple[np.ndarray, bo
     positive = v[v > 0]
     spans_decade = len(positive) >= 2 and positive.max() / positive.min() >= 10
     if len(positive) >= 1 and (axis_name == "ber" or spans_decade):
-        zero_at = positive.min() / 10
-        return np.where(v > 0, v, zero_at), True, zero_at
+        zero_at = positive.min() / 10 if (v == 0).any() else None
+        return np.where(v > 0, v, zero_at if zero_at is not None else np.nan), True, zero_at
     return v, False, None
+
+
+def _x_of(values: pd.Series, log: bool, zero_at: float | None) -> np.ndarray:
+    """x of a line's levels on its panel's axis (level 0 at the panel's stated position on a log axis)."""
+    v = values.to_numpy(dtype=float)
+    return np.where(v > 0, v, zero_at) if log and zero_at is not None else v
 
 
 def _panels(n: int) -> tuple[plt.Figure, list[plt.Axes]]:
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.9 * rows), squeeze=False, layout="constrained")
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -101,92 +157,238 @@ def _finish_x(ax: plt.Axes, log: bool, zero_at: float | None, axis_name: str, le
         ax.set_xticks(([zero_at] if zero_at is not None else []) + ticks)
         ax.set_xticklabels((["0"] if zero_at is not None else []) + [f"{t:g}" for t in ticks])
         ax.minorticks_off()
-    ax.set_xlabel(axis_name + (" (log axis; 0 drawn at left)" if log and zero_at else ""))
+    n_ticks = len(ax.get_xticks())
+    if n_ticks > 4:  # long labels such as 1e-05 collide from about five ticks up
+        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+            label.set_rotation_mode("anchor")
+    name = AXIS_LABELS.get(axis_name, axis_name)
+    ax.set_xlabel(name + (" (log axis; 0 drawn at left)" if log and zero_at else ""), fontsize=9)
     ax.grid(alpha=0.3)
 
 
-def failure_rate(summary: pd.DataFrame, default_axis: str, out_dir: Path) -> list[Path]:
+def _figure_legend(
+    fig: plt.Figure,
+    colours: dict[str, str],
+    styles: dict[str, tuple] | None = None,
+    extra: list[tuple[object, str]] = (),
+    title: str | None = None,
+) -> None:
+    """One legend for the whole figure, below the panels (outside every data area): one entry per codec (its
+    colour), one per variant (its line style, in grey) when there are several, then ``extra`` entries. The
+    figure grows by the legend's height, so the panels keep theirs."""
+    from matplotlib.lines import Line2D
+
+    entries: list[tuple[object, str]] = [(Line2D([], [], color=c, marker="o"), name) for name, c in colours.items()]
+    if styles and (len(styles) > 1 or any(styles)):
+        entries += [(Line2D([], [], color="0.4", ls=ls, marker=m), v or "(plain)") for v, (ls, m) in styles.items()]
+    entries += list(extra)
+    if not entries:
+        return
+    longest = max(len(label) for _, label in entries)
+    width = fig.get_size_inches()[0]
+    ncols = max(1, min(len(entries), int(width * 12 // max(longest + 5, 1)), 4))
+    rows = math.ceil(len(entries) / ncols) + (1 if title else 0)
+    w, h = fig.get_size_inches()
+    fig.set_size_inches(w, h + 0.24 * rows + 0.2)
+    fig.legend(
+        [e[0] for e in entries],
+        [e[1] for e in entries],
+        loc="outside lower center",
+        ncols=ncols,
+        fontsize=8,
+        title=title,
+        title_fontsize=8,
+        frameon=False,
+    )
+
+
+def _used(colours: dict[str, str], codecs: Iterable[str]) -> dict[str, str]:
+    present = {str(c) for c in codecs}
+    return {k: v for k, v in colours.items() if k in present}
+
+
+def _axes_entries(axes: list[plt.Axes]) -> list[tuple[object, str]]:
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    return [(h, label) for label, h in seen.items()]
+
+
+def failure_rate(
+    summary: pd.DataFrame, default_axis: str, out_dir: Path, colours: dict[str, str] | None = None
+) -> list[Path]:
+    colours = colours or codec_colours(summary["codec"])
     panels = list(summary.groupby(["corruption", "scope"], sort=True))
+    keys = _variant_keys(summary)
+    styles = _styles((g for _, g in panels), keys)
     fig, axes = _panels(len(panels))
     for ax, ((corruption, scope), g) in zip(axes, panels, strict=True):
         axis_name = level_axis(g["params"].iloc[0]) or default_axis
-        for codec, c in _lines(g):
-            x, log, zero_at = _x_positions(c["level_value"], axis_name)
-            line = ax.plot(x, 100 * c["failure_rate"], marker="o", label=codec)[0]
-            ax.fill_between(x, 100 * c["failure_ci_low"], 100 * c["failure_ci_high"], alpha=0.2, color=line.get_color())
+        _, log, zero_at = _x_positions(g["level_value"], axis_name)
+        for codec, variant, c in _lines(g, keys):
+            x = _x_of(c["level_value"], log, zero_at)
+            ls, marker = styles[variant]
+            colour = colours.get(codec)
+            label = codec + (f" [{variant}]" if variant else "")
+            ax.plot(x, 100 * c["failure_rate"], marker=marker, ls=ls, color=colour, label=label)
+            ax.fill_between(x, 100 * c["failure_ci_low"], 100 * c["failure_ci_high"], alpha=0.15, color=colour)
         _finish_x(ax, log, zero_at, axis_name, g["level_value"])
         ax.set_ylim(-2, 102)
-        ax.set_ylabel("failure rate % (Wilson 95%)")
-        ax.set_title(f"{corruption}, scope {scope}")
-        ax.legend(fontsize=8)
+        ax.set_ylabel("failure rate (%, Wilson 95% band)", fontsize=9)
+        ax.set_title(f"{corruption}, scope {scope}", fontsize=10)
+    _figure_legend(fig, _used(colours, summary["codec"]), styles)
     fig.suptitle("Decode failures (any status but ok)")
     return save(fig, out_dir, "failure_rate")
 
 
-def quality(summary: pd.DataFrame, metrics: tuple[str, ...], default_axis: str, out_dir: Path) -> list[Path]:
+def _y_limits(values: list[float]) -> tuple[float, float] | None:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if not len(v):
+        return None
+    lo, hi = float(v.min()), float(v.max())
+    pad = max((hi - lo) * 0.08, 0.05 * max(abs(hi), 1e-3), 1e-3)
+    return lo - pad, hi + pad
+
+
+def quality(
+    summary: pd.DataFrame,
+    metrics: tuple[str, ...],
+    default_axis: str,
+    out_dir: Path,
+    colours: dict[str, str] | None = None,
+) -> list[Path]:
+    colours = colours or codec_colours(summary["codec"])
     panels = [(m, k, g) for m in metrics for k, g in summary.groupby(["corruption", "scope"], sort=True)]
+    keys = _variant_keys(summary)
+    styles = _styles((g for _, _, g in panels), keys)
     fig, axes = _panels(len(panels))
+    small_n = any_lossless = False
     for ax, (m, (corruption, scope), g) in zip(axes, panels, strict=True):
         axis_name = level_axis(g["params"].iloc[0]) or default_axis
-        for codec, c in _lines(g):
-            x, log, zero_at = _x_positions(c["level_value"], axis_name)
-            mean = c[m].replace([np.inf, -np.inf], np.nan)
-            line = ax.plot(x, mean, marker="o", label=f"{codec}")[0]
-            ax.fill_between(x, c[f"{m}_ci_low"], c[f"{m}_ci_high"], alpha=0.2, color=line.get_color())
+        _, log, zero_at = _x_positions(g["level_value"], axis_name)
+        plotted: list[float] = []
+        lossless: list[tuple[float, str]] = []
+        for codec, variant, c in _lines(g, keys):
+            x = _x_of(c["level_value"], log, zero_at)
+            ls, marker = styles[variant]
+            colour = colours.get(codec)
+            label = codec + (f" [{variant}]" if variant else "")
+            raw = c[m].to_numpy(dtype=float)
+            mean = np.where(np.isfinite(raw), raw, np.nan)
+            n = c[f"{m}_n"].to_numpy() if f"{m}_n" in c else np.full(len(c), MIN_BAND_N)
+            ax.plot(x, mean, marker=marker, ls=ls, color=colour, label=label)
+            band = (n >= MIN_BAND_N) & np.isfinite(mean)
+            lo = np.where(band, c[f"{m}_ci_low"].to_numpy(dtype=float), np.nan)
+            hi = np.where(band, c[f"{m}_ci_high"].to_numpy(dtype=float), np.nan)
+            ax.fill_between(x, lo, hi, alpha=0.15, color=colour)
+            plotted += list(mean)
+            for xi, yi, ni in zip(x, mean, n, strict=True):
+                if np.isfinite(yi) and 0 < ni < MIN_BAND_N:
+                    small_n = True
+                    offset = {"textcoords": "offset points", "xytext": (3, 4)}
+                    ax.annotate(f"n={int(ni)}", (xi, yi), fontsize=6, color=colour, **offset)
+            lossless += [(xi, colour) for xi, r in zip(x, raw, strict=True) if r == math.inf]
             if f"{m}_drop" in c:  # clean decode's level = corrupted mean + mean drop
-                clean = mean + c[f"{m}_drop"]
-                ax.plot(x, clean, ls="--", lw=1, color=line.get_color(), alpha=0.7)
+                drop = c[f"{m}_drop"].to_numpy(dtype=float)
+                clean = np.where(np.isfinite(drop), mean + drop, np.nan)
+                ax.plot(x, clean, color=colour, **CLEAN_STYLE)
+                plotted += list(clean)
+        limits = _y_limits(plotted)
+        if limits:
+            ax.set_ylim(*limits)
+        any_lossless = any_lossless or bool(lossless)
+        for xi, colour in lossless:  # all decodes lossless: no finite mean, marked at the top
+            ax.plot(
+                [xi],
+                [1.0],
+                marker=LOSSLESS_MARKER,
+                ms=9,
+                color=colour,
+                transform=ax.get_xaxis_transform(),
+                clip_on=False,
+            )
         _finish_x(ax, log, zero_at, axis_name, g["level_value"])
-        ax.set_ylabel(f"{m} over ok decodes (95% CI)")
+        unit = metric_unit(m)
+        ax.set_ylabel(f"{m}{f' ({unit})' if unit else ''}, mean over ok decodes", fontsize=9)
         ax.set_title(f"{m}: {corruption}, scope {scope}", fontsize=10)
-        ax.legend(fontsize=8, title="dashed: clean decode", title_fontsize=7)
+    from matplotlib.lines import Line2D
+
+    extra = [(Line2D([], [], color="0.4", **CLEAN_STYLE), "clean decode (corrupted mean + mean drop)")]
+    if any_lossless:
+        lossless_entry = Line2D([], [], color="0.4", marker=LOSSLESS_MARKER, ms=9, ls="none")
+        extra.append((lossless_entry, "every decode lossless (PSNR = inf), at the top"))
+    title = f"band: 95% t interval where n ≥ {MIN_BAND_N}" + ("; n=k beside points with fewer" if small_n else "")
+    _figure_legend(fig, _used(colours, summary["codec"]), styles, extra, title)
     fig.suptitle("Quality conditional on ok (failures are not averaged in)")
     return save(fig, out_dir, "quality")
 
 
 def status_composition(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     data = [k for k in ("dataset", "preprocessing") if k in summary and summary[k].nunique() > 1]
-    panels = list(summary.groupby([*data, "codec", "corruption", "scope"], sort=True))
+    fec = ["fec"] if "fec" in summary and summary["fec"].nunique() > 1 else []
+    panels = list(summary.groupby([*data, "codec", "corruption", "scope", *fec], sort=True))
     fig, axes = _panels(len(panels))
     statuses = [s.value for s in ALL_STATUSES if s.value in summary and summary[s.value].sum() > 0]
     for ax, (key, g) in zip(axes, panels, strict=True):
+        if fec:
+            *key, fec_value = key
         *where, codec, corruption, scope = key
+        if fec:
+            scope = f"{scope}, FEC {fec_value}"
         codec = " ".join([*map(str, where), str(codec)])
         g = g.sort_values("level_value")
         bottom = np.zeros(len(g))
         labels = _short_labels(g)
+        positions = np.arange(len(g))
         for s in statuses:
             share = 100 * g[s].to_numpy() / g["cells"].to_numpy()
-            ax.bar(labels, share, bottom=bottom, color=STATUS_COLOURS.get(s), label=s)
+            ax.bar(positions, share, bottom=bottom, color=STATUS_COLOURS.get(s), label=s)
             bottom += share
-        ax.set_ylabel("% of cells")
-        ax.set_title(f"{codec}\n{corruption}, scope {scope}", fontsize=9)
-        ax.tick_params(axis="x", labelsize=7)
-    axes[0].legend(fontsize=7, loc="lower left")
+        ax.set_xticks(positions)
+        ax.set_xticklabels(labels, fontsize=7, rotation=45 if len(g) > 4 else 0, ha="right" if len(g) > 4 else "center")
+        ax.set_ylabel("% of cells", fontsize=9)
+        ax.set_title("\n".join(textwrap.wrap(f"{codec}: {corruption}, scope {scope}", 48)), fontsize=9)
+    from matplotlib.patches import Patch
+
+    status_entries = [(Patch(color=STATUS_COLOURS.get(s)), s) for s in statuses]
+    _figure_legend(fig, {}, None, status_entries)
     fig.suptitle("Status of each decode")
     return save(fig, out_dir, "status")
 
 
-def rd_curves(rd: pd.DataFrame, metrics: tuple[str, ...], out_dir: Path) -> list[Path]:
+def rd_curves(
+    rd: pd.DataFrame, metrics: tuple[str, ...], out_dir: Path, colours: dict[str, str] | None = None
+) -> list[Path]:
+    colours = colours or codec_colours(rd["codec"])
     data = [k for k in ("dataset", "preprocessing") if k in rd and (k == "dataset" or rd[k].nunique() > 1)]
     panels = [(m, " ".join(map(str, d)), g) for m in metrics for d, g in rd.groupby(data, sort=True)]
     fig, axes = _panels(len(panels))
     for ax, (m, dataset, g) in zip(axes, panels, strict=True):
-        for curve, c in g.groupby("curve", sort=True):
+        finite = g[np.isfinite(g[m].to_numpy(dtype=float))]
+        left_out = g[g[m].map(lambda v: v == math.inf)]
+        for curve, c in finite.groupby("curve", sort=True):
             c = c.sort_values("bpp")
-            ax.errorbar(
-                c["bpp"],
-                c[m],
-                yerr=[c[m] - c[f"{m}_ci_low"], c[f"{m}_ci_high"] - c[m]],
-                marker="o",
-                capsize=3,
-                label=curve,
-            )
-        ax.set_xlabel("bpp (8·file bytes / original pixels)")
-        ax.set_ylabel(f"clean {m} (mean over images, 95% CI)")
-        ax.set_title(f"{dataset}: {m}", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+            yerr = np.vstack([c[m] - c[f"{m}_ci_low"], c[f"{m}_ci_high"] - c[m]])
+            colour = colours.get(str(c["codec"].iloc[0]))  # the curve's lowest-rate configuration
+            n = "/".join(sorted({str(int(v)) for v in c["images"]})) if "images" in c else "?"
+            label = f"{curve} (n {n} images)"
+            ax.errorbar(c["bpp"], c[m], yerr=np.nan_to_num(yerr), marker="o", capsize=3, color=colour, label=label)
+        bpp = finite["bpp"].to_numpy(dtype=float)
+        bpp = bpp[np.isfinite(bpp) & (bpp > 0)]
+        if len(bpp) >= 2 and bpp.max() / bpp.min() >= 10:
+            ax.set_xscale("log")
+        ax.set_xlabel("bpp (bits per original pixel; 8·file bytes / pixels)", fontsize=9)
+        unit = metric_unit(m)
+        ax.set_ylabel(f"clean {m}{f' ({unit})' if unit else ''}, mean over images (95% CI)", fontsize=9)
+        title = f"{dataset}: {m}"
+        if len(left_out):
+            title += "\nlossless (not drawn): " + ", ".join(map(str, left_out["codec"]))
+        ax.set_title("\n".join(textwrap.wrap(title, 60, replace_whitespace=False)), fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    _figure_legend(fig, {}, None, _axes_entries(axes))
     fig.suptitle("Rate–distortion of the clean decodes")
     return save(fig, out_dir, "rd")
 
@@ -218,6 +420,6 @@ def visual_grid(rows: list[dict], out_dir: Path, name: str = "grid") -> list[Pat
             ax.set_title(title, fontsize=8)
             ax.set_xlabel(caption, fontsize=7)
             if j == 0:
-                ax.set_ylabel(r["codec"], fontsize=8)
+                ax.set_ylabel("\n".join(textwrap.wrap(str(r["codec"]), 24)), fontsize=8)
     fig.suptitle("The same image across corruption levels (metrics vs the original)", fontsize=10)
     return save(fig, out_dir, name)

@@ -20,11 +20,11 @@ import numpy as np
 
 from harness.cache import ArtifactCache
 from harness.cells import encode_key
-from harness.codecs.base import check_output, create_codec
-from harness.hashing import pixels_sha256, sha256_bytes
+from harness.codecs.base import InvalidOutput, create_codec
+from harness.hashing import key_of, pixels_sha256, sha256_bytes
 from harness.registry import CORRUPTIONS
 from harness.status import Status
-from harness.workers import IsolatedWorker
+from harness.workers import IsolatedWorker, Limits
 
 
 @dataclass
@@ -60,10 +60,11 @@ class Redecoder:
         self.close()
 
     def codec(self, row: dict[str, Any]) -> Any:
+        """The codec the run used, rebuilt from the registry name and options the suite gave (a preset stays a
+        preset, weight paths included); None when that no longer gives the stored fingerprint."""
         fp = row["codec_fingerprint"]
         if fp not in self._codecs:
-            codec = create_codec(row["codec"], **json.loads(row["codec_config"]))
-            self._codecs[fp] = codec if codec.fingerprint() == fp else None
+            self._codecs[fp] = rebuild_codec(row)
         return self._codecs[fp]
 
     def clean(self, row: dict[str, Any]) -> np.ndarray | None:
@@ -89,21 +90,37 @@ class Redecoder:
             hook = corruption.hook_for(row["scope"], rng)
         if sha256_bytes(data) != row["stream_sha256"]:
             return Redecoded(None, "corrupted stream not reproduced (hash differs)")
-        outcome = self.worker.parse(codec.spec(), data, self.timeout_s)
+        size = (int(row["height"]), int(row["width"]))
+        pixels = int(np.prod(codec.decoded_shape(*size)[:2]))
+        outcome = self.worker.parse(codec.spec(), data, size, Limits.for_image(self.timeout_s, pixels))
         if outcome.status is not Status.OK:
             return Redecoded(None, f"{outcome.status.value}: {outcome.error_type or ''}")
         try:
-            image = codec.reconstruct(outcome.state or {}, int(row["decode_seed"]), hook)
+            image = codec.decode_state(outcome.state or {}, int(row["decode_seed"]), hook, size=size)
+        except InvalidOutput as exc:
+            return Redecoded(None, f"invalid_output: {exc}")
         except Exception as exc:
             return Redecoded(None, f"exception: {type(exc).__name__}")
-        problem = check_output(image, codec.decoded_shape(row["height"], row["width"]))
-        if problem:
-            return Redecoded(None, f"invalid_output: {problem}")
-        image = np.ascontiguousarray(image[: row["height"], : row["width"]])
+        image = np.ascontiguousarray(image[: size[0], : size[1]])
         recorded = self.store.decode(row["decode_key"])
         if recorded is not None and recorded.output_sha256 and recorded.output_sha256 != pixels_sha256(image):
             return Redecoded(None, "decoded pixels differ from the run's (not reproducible)")
         return Redecoded(image, "ok")
+
+
+def rebuild_codec(row: dict[str, Any]) -> Any:
+    """The codec of a stored cell, from ``codec_name`` + ``codec_options`` (what the suite said); for a rate-matched
+    config the stored fingerprint also covers its reference (``rate_of``). None if it no longer matches."""
+    options = row.get("codec_options")
+    options = json.loads(options) if isinstance(options, str) else (options or {})
+    try:
+        codec = create_codec(row.get("codec_name") or row["codec"], **options)
+    except Exception:
+        return None
+    fp = codec.fingerprint()
+    if row.get("rate_of"):
+        fp = key_of({"codec": fp, "rate_of": row["rate_of"]})
+    return codec if fp == row["codec_fingerprint"] else None
 
 
 def load_original(row: dict[str, Any]) -> np.ndarray | None:

@@ -8,7 +8,12 @@
                         └──> a few cells re-decoded (reports.redecode) ──> visual grid
     provenance table ──────────────────────────────────────────────────────────────────> both reports
 
-Every label that comes from data (file names, codec labels, error messages) is HTML-escaped.
+Every label that comes from data (file names, codec labels, error messages) is HTML-escaped in the HTML and
+Markdown-escaped (pipes, backticks, ``*``, ``_``, brackets, ``<``, ``>``) in the Markdown.
+
+The HTML leads with the figures and a short headline table (failure % per level and codec), then the full
+summary in a scrollable container, the other tables, and provenance as a two-column table. No table or figure
+can lose the report: a part that fails is replaced by a note saying why.
 """
 
 from __future__ import annotations
@@ -34,15 +39,25 @@ READING_GUIDE = """\
 Each row of the summary is one (dataset, preprocessing, codec configuration, corruption, scope, level)
 over `cells` = images × seeds decodes: datasets and preprocessing policies are never pooled. *fail %*
 counts every status but `ok` (exception, crash, timeout, invalid output, FEC failure) with its Wilson 95%
-interval: with few cells the interval is wide, and a 0%
-row is not proof of robustness. Quality columns (mean ± half-width of the 95% t interval) are over `ok`
-decodes only, never with failures averaged in; `n ok` says how many. *≤1 dB of clean* is the share of ok
-decodes within 1 dB PSNR of the clean decode of the same stream (graceful degradation vs garbage). bpp is
-8 × file bytes / original pixels; header bpp is the part of it in the codec's header. The threshold table
-gives, per codec and scope, the highest level (walking up) at which the failure rate is ≤ 1% and the mean
-PSNR drop from the clean decode is ≤ 1 dB, with the upper ends of the intervals beside it. Columns headed
-*incl. failures (failed = …)* appear only when asked for (`report --impute POLICY`): they average failures in
-at the value the named policy gives them, so read them with the failure rate."""
+interval: with few cells the interval is wide, and a 0% row is not proof of robustness. Quality columns
+(mean ± half-width of the 95% t interval) are over `ok` decodes only, never with failures averaged in;
+`n ok` says how many, and a metric's own n is printed beside its mean where some ok cells lack it. A
+lossless decode (PSNR = inf, identical to the original) is counted, not averaged: a mean is over the finite
+values with the lossless count beside it, and a row where every decode is lossless reads *lossless (n …)*.
+*≤1 dB of clean decode* is the share of ok decodes whose difference from the clean decode of the same stream
+(PSNR against the clean decode, `psnr_vs_clean`) costs at most 1 dB: `psnr_vs_clean` ≥ clean PSNR + 5.87 dB,
+an identical decode always counting (graceful degradation vs garbage). *drop ≤1 dB vs clean quality* is the
+share whose PSNR against the original is at most 1 dB below the clean decode's. bpp is 8 × file bytes /
+original pixels; header bpp is the part of it in the codec's header. With FEC, *residual flips* are the bits
+still wrong after the FEC decoder, and *FEC passed but wrong* counts streams the FEC layer passed as
+corrected that still differ from the sent stream (Reed–Solomon miscorrection beyond its capacity). The
+threshold table gives, per codec and scope, the highest level (walking up) at which the failure rate is ≤ 1%
+and the mean PSNR drop from the clean decode is ≤ 1 dB, with the upper ends of the intervals beside it. The
+rate–distortion points rest on the same images for bpp and quality (`images` says how many); BD-rate (%)
+and BD-quality (BD-PSNR in dB) compare curves after dropping lossless, duplicate and non-monotonic points (the
+note says which). Columns headed *incl. failures (failed = …)* appear only when asked for
+(`report --impute POLICY`): they average failures in at the value the named policy gives them, so read them
+with the failure rate."""
 
 
 #: The quality figure shows at most this many metrics (all of them are in the tables).
@@ -74,6 +89,9 @@ class Report:
     impute: tuple[Imputation, ...] = ()
     distribution: pd.DataFrame | None = None
     ood: dict | None = None  # fine-tune-then-evaluate tables (harness/ood.py), when the run has them
+    headline: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # failure % per level and codec
+    bd_notes: list[str] = field(default_factory=list)
+    compressai: list[Path] = field(default_factory=list)  # CompressAI eval_model-shaped JSON files
 
 
 def run_metrics(cells: pd.DataFrame, provenance: dict[str, str]) -> tuple[str, ...]:
@@ -109,14 +127,47 @@ def _html_table(frame: pd.DataFrame, classes: str = "t") -> str:
     return frame.map(_fmt).to_html(index=False, escape=True, border=0, classes=classes)
 
 
+def _scroll(inner: str) -> str:
+    """A wide or long table in a scrollable box (the page keeps its width)."""
+    return f'<div class="scroll">{inner}</div>'
+
+
 def _markdown(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "(empty)"
-    return frame.map(_fmt).to_markdown(index=False, disable_numparse=True)
+    return tables.markdown_table(frame.map(_fmt))
 
 
-def _provenance_rows(prov: dict[str, str]) -> pd.DataFrame:
-    rows = []
+#: Provenance lists of records longer than this are summarised in the table ("N entries") and given in full,
+#: as JSON, in a collapsed block below it.
+PROVENANCE_LIST_ROWS = 3
+
+
+def _flatten(key: str, value: Any, rows: list[dict], details: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        if not value:
+            rows.append({"key": key, "value": "(none)"})
+        for k, v in value.items():
+            _flatten(f"{key}.{k if k != '' else '(empty)'}", v, rows, details)
+    elif isinstance(value, list):
+        if all(not isinstance(v, dict | list) for v in value):
+            rows.append({"key": key, "value": ", ".join(map(str, value)) if value else "(none)"})
+        elif len(value) <= PROVENANCE_LIST_ROWS:
+            for i, v in enumerate(value):
+                _flatten(f"{key}[{i}]", v, rows, details)
+        else:
+            rows.append({"key": key, "value": f"{len(value)} entries (in full below the table)"})
+            details[key] = value
+    else:
+        rows.append({"key": key, "value": "(none)" if value is None else str(value)})
+
+
+def provenance_rows(prov: dict[str, str]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Provenance as a readable two-column table (``key``, ``value``): nested records flattened to dotted keys,
+    lists of values joined; long lists of records summarised, and returned in full (second value) for a
+    collapsed block. The suite file is shown apart."""
+    rows: list[dict] = []
+    details: dict[str, Any] = {}
     for k, v in prov.items():
         if k == "suite_text":
             continue
@@ -124,11 +175,8 @@ def _provenance_rows(prov: dict[str, str]) -> pd.DataFrame:
             parsed = json.loads(v)
         except (ValueError, TypeError):
             parsed = v
-        if isinstance(parsed, dict):
-            rows.extend({"key": f"{k}.{kk}", "value": str(vv)} for kk, vv in parsed.items())
-        else:
-            rows.append({"key": k, "value": str(parsed)})
-    return pd.DataFrame(rows, columns=["key", "value"])
+        _flatten(k, parsed, rows, details)
+    return pd.DataFrame(rows, columns=["key", "value"]), details
 
 
 def _tile_title(row: dict) -> str:
@@ -196,15 +244,25 @@ def grid_rows(
     return rows
 
 
+def _figure(rep: Report, name: str, draw) -> None:
+    """Draw one figure; a failure becomes a note (a picture never loses the report)."""
+    try:
+        rep.figures[name] = draw()
+    except Exception as exc:
+        rep.notes.append(f"figure {name} not drawn: {type(exc).__name__}: {exc}")
+
+
 def build(
     run_dir: Path, *, grid: bool = True, impute: tuple[Imputation, ...] = (), distribution: bool = False
 ) -> Report:
     """Write the report of ``run_dir``; returns what was written. ``impute``: failure-imputation policies
     whose labelled columns are added to the summary (:mod:`reports.impute`; none by default).
     ``distribution``: compute FID/KID per group by re-decoding (:mod:`reports.distribution`; opt-in, slow);
-    without it a ``report/distribution.csv`` from an earlier such call is shown again."""
+    without it a ``report/distribution.csv`` from an earlier such call is shown again. Also writes the clean
+    rate–distortion points as CompressAI ``eval_model``-shaped JSON under ``compressai/``."""
     from harness.store import ResultStore
-    from reports import plots
+    from reports import plots, terminal
+    from reports.compressai_json import write_compressai_json
 
     store = ResultStore(run_dir / "results.sqlite")
     try:
@@ -221,8 +279,9 @@ def build(
         rep = Report(run_dir / "report.html", run_dir / "report.md")
         per_image = tables.per_image(cells, metrics)
         rd = tables.rd_summary(cells, computed)
-        bd = pd.concat([tables.bd_rates(rd, m) for m in computed], ignore_index=True) if computed else pd.DataFrame()
+        bd, rep.bd_notes = tables.bd_table(rd, computed) if computed else (pd.DataFrame(), [])
         threshold = tables.threshold_table(summary, "psnr" if "psnr" in computed else (computed or ("psnr",))[0])
+        rep.headline = terminal.headline_tables(summary)
         for name, frame in (
             ("summary", summary),
             ("per_image", per_image),
@@ -231,12 +290,18 @@ def build(
             ("threshold", threshold),
         ):
             rep.tables[name] = tables.write_frame(frame, out / f"{name}.csv")[0]
+        try:
+            rep.compressai = write_compressai_json(run_dir, cells, computed)
+        except Exception as exc:
+            rep.notes.append(f"CompressAI JSON not written: {type(exc).__name__}: {exc}")
+        colours = plots.codec_colours(cells["codec_label"])
         axis = tables.level_axis(cells["params"].iloc[0])
-        rep.figures["failure_rate"] = plots.failure_rate(summary, axis, out)
+        _figure(rep, "failure_rate", lambda: plots.failure_rate(summary, axis, out, colours))
         if computed:
-            rep.figures["quality"] = plots.quality(summary, computed[:MAX_QUALITY_METRICS], axis, out)
-            rep.figures["rd"] = plots.rd_curves(rd, computed[:2], out)
-        rep.figures["status"] = plots.status_composition(summary, out)
+            shown = computed[:MAX_QUALITY_METRICS]
+            _figure(rep, "quality", lambda: plots.quality(summary, shown, axis, out, colours))
+            _figure(rep, "rd", lambda: plots.rd_curves(rd, computed[:2], out, colours))
+        _figure(rep, "status", lambda: plots.status_composition(summary, out))
         if grid:
             try:
                 timeout = float(json.loads(prov.get("timeout_s", "30")))
@@ -246,10 +311,13 @@ def build(
             except Exception as exc:  # the grid is a picture: never lose the report for it
                 rep.notes.append(f"visual grid not drawn: {type(exc).__name__}: {exc}")
         rep.distribution = _distribution(run_dir, store, cells, prov, out, distribution, rep)
-        rep.ood = _ood(run_dir, out, rep)
-        for note in (tables.not_computed_note(summary, metrics), tables.imputation_note(impute)):
-            if note:
-                rep.notes.append(note)
+        try:
+            rep.ood = _ood(run_dir, out, rep)
+        except Exception as exc:
+            rep.notes.append(f"fine-tune-then-evaluate tables not shown: {type(exc).__name__}: {exc}")
+        rep.notes += tables.summary_notes(summary, metrics)
+        if tables.imputation_note(impute):
+            rep.notes.append(tables.imputation_note(impute))
         rep.impute = impute
         _write_markdown(rep, run_dir, cells, summary, metrics, threshold, rd, bd, prov)
         _write_html(rep, run_dir, cells, summary, metrics, threshold, rd, bd, prov)
@@ -290,6 +358,7 @@ def _ood(run_dir: Path, out: Path, rep: Report) -> dict | None:
     record = json.loads((run_dir / "ood_groups.json").read_text()) if (run_dir / "ood_groups.json").is_file() else {}
     return {
         "before_after": ood.human_table(table, ood.metrics_of(table)) if not table.empty else table,
+        "adapters": ood.adapters_table(record.get("groups", [])),
         "bitstreams": pd.DataFrame(record.get("bitstreams", [])),
     }
 
@@ -309,48 +378,126 @@ DISTRIBUTION_INTRO = (
 
 
 CAPTIONS = {
-    "failure_rate": "Failure rate vs level with Wilson 95% bands, per codec and scope.",
-    "quality": "Quality over ok decodes vs level (mean, 95% band); dashed: the clean decode.",
+    "failure_rate": "Failure rate vs level with Wilson 95% bands, per codec and scope (one colour per codec in "
+    "every figure).",
+    "quality": "Quality over ok decodes vs level (mean; 95% t band where n ≥ 5, n beside points with fewer); "
+    "dotted: the clean decode. The axis is clipped to the plotted values; ∞ at the top: every decode lossless.",
     "status": "Status composition per level.",
-    "rd": "Rate–distortion of the clean decodes (mean over images, 95% interval).",
-    "ood_training_curves": "Adapter training loss and validation metric against steps (step 0 = the base).",
+    "rd": "Rate–distortion of the clean decodes (mean over the same images for bpp and quality, 95% interval); "
+    "lossless points are named, not drawn.",
+    "ood_training_curves": "Adapter training loss and validation metric against steps (step 0 = the base; ★ the "
+    "best validation step).",
     "grid": "One image across levels: original, clean decode, corrupted decodes (re-decoded and verified "
     "against the run's hashes); captions give the metric vs the original or the failure.",
 }
+
+#: Figures in the order the report shows them.
+FIGURE_ORDER = ("failure_rate", "quality", "rd", "status", "grid", "ood_training_curves")
+
+
+def _ordered_figures(rep: Report) -> list[tuple[str, list[Path]]]:
+    order = {name: i for i, name in enumerate(FIGURE_ORDER)}
+    return sorted(rep.figures.items(), key=lambda kv: order.get(kv[0], len(order)))
+
+
+def fec_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Rows with FEC: streams the FEC layer passed as corrected, how many still differ from the sent stream
+    (share with its Wilson 95% interval) and the mean residual flips."""
+    if "fec_passed" not in summary or "fec" not in summary:
+        return pd.DataFrame()
+    rows = summary[summary["fec"] != "none"]
+    out = []
+    for r in rows.to_dict("records"):
+        share = r["fec_miscorrected_share"]
+        out.append(
+            {
+                "codec": r["codec"],
+                "corruption": r["corruption"],
+                "scope": r["scope"],
+                "level": r["level"],
+                "FEC": r["fec"],
+                "cells": r["cells"],
+                "fec_failure": r.get("fec_failure", 0),
+                "passed as corrected": r["fec_passed"],
+                "passed but wrong": r["fec_miscorrected"],
+                "wrong % [95% CI]": "–"
+                if not r["fec_passed"]
+                else f"{100 * share:.1f} [{100 * r['fec_miscorrected_ci_low']:.1f}, "
+                f"{100 * r['fec_miscorrected_ci_high']:.1f}]",
+                "residual flips (mean)": r["residual_flips_mean"],
+            }
+        )
+    return pd.DataFrame(out)
+
+
+FEC_INTRO = (
+    "Streams the FEC layer passed as corrected (no fec_failure declared, no failed codeword) against the sent "
+    "stream: Reed–Solomon beyond its capacity sometimes 'corrects' to a wrong codeword, which only the residual "
+    "flips show. Such a stream goes to the decoder as if it were clean."
+)
 
 
 def _title(prov: dict[str, str], run_dir: Path) -> str:
     return f"Robustness report: {prov.get('suite_name', '?')} ({run_dir})"
 
 
+def _headline_markdown(rep: Report) -> list[str]:
+    parts = []
+    for title, frame in rep.headline:
+        table = tables.markdown_table(frame, (frame.columns[0],))  # codec labels head the columns
+        parts += [f"**{tables.md_escape(title, label=False)}**", "", table, ""]
+    return parts
+
+
 def _write_markdown(rep, run_dir, cells, summary, metrics, threshold, rd, bd, prov) -> None:
-    parts = [f"# {_title(prov, run_dir)}", "", tables.footer(cells), "", READING_GUIDE, ""]
-    parts += [*(f"> {n}" for n in rep.notes), ""]
+    esc = tables.md_escape
+    parts = [f"# {esc(_title(prov, run_dir), label=False)}", "", esc(tables.footer(cells), label=False), ""]
+    for note in rep.notes:
+        parts += [f"> {esc(note, label=False)}", ""]
+    parts += ["## Headline: failure % per level [Wilson 95% CI]", "", *_headline_markdown(rep)]
+    for name, paths in _ordered_figures(rep):
+        link = paths[0].relative_to(run_dir)
+        parts += [f"## Figure: {name}", "", CAPTIONS.get(name, ""), "", f"![{name}]({link})", ""]
+    parts += ["## How to read the tables", "", READING_GUIDE, ""]
     parts += ["## Summary", "", tables.to_markdown(summary, metrics, rep.impute), ""]
+    fec = fec_table(summary)
+    if not fec.empty:
+        parts += ["## FEC: residual flips and silent miscorrection", "", FEC_INTRO, "", _markdown(fec), ""]
     parts += ["## Threshold (failure ≤ 1% and ≤ 1 dB from clean)", "", _markdown(threshold), ""]
-    parts += ["## Rate–distortion (clean decodes)", "", _markdown(rd), "", "## BD-rate", ""]
+    parts += ["## Rate–distortion (clean decodes)", "", _markdown(rd), "", "## BD-rate and BD-quality", ""]
     parts += [_markdown(bd) if not bd.empty else f"_{BD_EMPTY}_", ""]
+    for note in rep.bd_notes:
+        parts += [f"> {esc(note, label=False)}", ""]
     if rep.distribution is not None:
         parts += ["## Distribution metrics (FID / KID on patches)", "", DISTRIBUTION_INTRO, ""]
         parts += [_markdown(rep.distribution), ""]
     if rep.ood is not None:
         parts += ["## Fine-tune-then-evaluate (before → after)", "", OOD_INTRO, ""]
-        parts += [_markdown(rep.ood["before_after"]), "", _markdown(rep.ood["bitstreams"]), ""]
-    for name, paths in rep.figures.items():
-        link = paths[0].relative_to(run_dir)
-        parts += [f"## Figure: {name}", "", CAPTIONS.get(name, ""), "", f"![{name}]({link})", ""]
-    parts += ["## Tables written", "", *(f"- `{p.relative_to(run_dir)}`" for p in rep.tables.values()), ""]
-    parts += ["## Provenance", "", _markdown(_provenance_rows(prov)), ""]
+        parts += ["### Adapters", "", _markdown(rep.ood["adapters"]), ""]
+        parts += ["### Before → after", "", _markdown(rep.ood["before_after"]), ""]
+        parts += ["### Bitstreams", "", _markdown(rep.ood["bitstreams"]), ""]
+    written = [*rep.tables.values(), *rep.compressai]
+    parts += ["## Tables written", "", *(f"- `{p.relative_to(run_dir)}`" for p in written), ""]
+    prov_rows, _ = provenance_rows(prov)
+    parts += ["## Provenance", "", _markdown(prov_rows), ""]
     rep.markdown.write_text("\n".join(parts))
 
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
 table.t{border-collapse:collapse;font-size:12px;margin:0.5em 0}
-table.t td,table.t th{border:1px solid #ccc;padding:2px 6px;text-align:right}
-table.t th{background:#f0f0f0}
-table.prov td{text-align:left;font-family:monospace;font-size:11px;word-break:break-all}
+table.t td,table.t th{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}
+table.t th{background:#f0f0f0;position:sticky;top:0}
+table.t td:first-child{text-align:left}
+.scroll{overflow:auto;max-height:70vh;max-width:100%;border:1px solid #ddd;margin:0.5em 0}
+.scroll table.t{margin:0}
+table.prov td{text-align:left;white-space:normal;font-size:12px;vertical-align:top}
+table.prov td:first-child{font-family:monospace;white-space:nowrap}
+table.prov td:last-child{word-break:break-word;max-width:900px}
+.headline{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}
+.headline h3{font-size:13px;margin:0.3em 0}
 figure{margin:1em 0} figure img{max-width:100%;border:1px solid #ddd}
+figcaption{font-size:13px;color:#444}
 .note{background:#fff6d6;padding:0.5em;border-left:4px solid #e0a93b}
 details{margin:0.5em 0} pre{white-space:pre-wrap;font-size:11px;background:#f7f7f7;padding:0.5em}
 """
@@ -360,23 +507,44 @@ def _write_html(rep, run_dir, cells, summary, metrics, threshold, rd, bd, prov) 
     e = html.escape
     body = [f"<h1>{e(_title(prov, run_dir))}</h1>", f"<p>{e(tables.footer(cells))}</p>"]
     body += [f'<p class="note">{e(n)}</p>' for n in rep.notes]
-    body.append(f"<details open><summary>How to read the tables</summary><p>{_inline(READING_GUIDE)}</p></details>")
+    if rep.headline:
+        body.append("<h2>Headline: failure % per level [Wilson 95% CI]</h2>")
+        body.append('<div class="headline">')
+        for title, frame in rep.headline:
+            body.append(f"<div><h3>{e(title)}</h3>{_scroll(_html_table(frame))}</div>")
+        body.append("</div>")
+    body.append("<h2>Figures</h2>")
+    for name, paths in _ordered_figures(rep):
+        body.append(f"<figure>{_img(paths[0], name)}<figcaption>{e(CAPTIONS.get(name, ''))}</figcaption></figure>")
+    body.append(f"<details><summary>How to read the tables</summary><p>{_inline(READING_GUIDE)}</p></details>")
     shown = summary.drop(columns=[c for c in summary.columns if c.endswith(("_ci_low", "_ci_high"))])
-    body += ["<h2>Summary</h2>", _html_table(tables.human_table(summary, metrics, rep.impute))]
-    body += ["<details><summary>All summary columns</summary>", _html_table(shown), "</details>"]
-    body += ["<h2>Threshold (failure ≤ 1% and ≤ 1 dB from clean)</h2>", _html_table(threshold)]
-    body += ["<h2>Rate–distortion (clean decodes)</h2>", _html_table(rd), "<h2>BD-rate</h2>"]
-    body.append(_html_table(bd) if not bd.empty else f"<p><em>{e(BD_EMPTY)}</em></p>")
+    body += ["<h2>Summary</h2>", _scroll(_html_table(tables.human_table(summary, metrics, rep.impute)))]
+    body += ["<details><summary>All summary columns</summary>", _scroll(_html_table(shown)), "</details>"]
+    fec = fec_table(summary)
+    if not fec.empty:
+        body += ["<h2>FEC: residual flips and silent miscorrection</h2>", f"<p>{e(FEC_INTRO)}</p>"]
+        body.append(_scroll(_html_table(fec)))
+    body += ["<h2>Threshold (failure ≤ 1% and ≤ 1 dB from clean)</h2>", _scroll(_html_table(threshold))]
+    body += ["<h2>Rate–distortion (clean decodes)</h2>", _scroll(_html_table(rd)), "<h2>BD-rate and BD-quality</h2>"]
+    body.append(_scroll(_html_table(bd)) if not bd.empty else f"<p><em>{e(BD_EMPTY)}</em></p>")
+    body += [f'<p class="note">{e(n)}</p>' for n in rep.bd_notes]
     if rep.distribution is not None:
         body += ["<h2>Distribution metrics (FID / KID on patches)</h2>", f"<p>{e(DISTRIBUTION_INTRO)}</p>"]
-        body.append(_html_table(rep.distribution))
+        body.append(_scroll(_html_table(rep.distribution)))
     if rep.ood is not None:
         body += ["<h2>Fine-tune-then-evaluate (before → after)</h2>", f"<p>{e(OOD_INTRO)}</p>"]
-        body += [_html_table(rep.ood["before_after"]), "<h3>Bitstreams</h3>", _html_table(rep.ood["bitstreams"])]
-    for name, paths in rep.figures.items():
-        body.append(f"<figure>{_img(paths[0], name)}<figcaption>{e(CAPTIONS.get(name, ''))}</figcaption></figure>")
+        body += ["<h3>Adapters</h3>", _scroll(_html_table(rep.ood["adapters"]))]
+        body += ["<h3>Before → after</h3>", _scroll(_html_table(rep.ood["before_after"]))]
+        body += ["<h3>Bitstreams</h3>", _scroll(_html_table(rep.ood["bitstreams"]))]
     body += ["<h2>Per-image results</h2>", f"<p>In <code>{e(str(rep.tables['per_image']))}</code>.</p>"]
-    body += ["<h2>Provenance</h2>", _html_table(_provenance_rows(prov), "t prov")]
+    if rep.compressai:
+        files = ", ".join(f"<code>{e(str(p.relative_to(run_dir)))}</code>" for p in rep.compressai)
+        body.append(f"<p>Clean rate–distortion points in CompressAI's <code>eval_model</code> JSON shape: {files}.</p>")
+    prov_rows, details = provenance_rows(prov)
+    body += ["<h2>Provenance</h2>", _html_table(prov_rows, "t prov")]
+    for key, value in details.items():
+        text = json.dumps(value, indent=1, default=str)
+        body.append(f"<details><summary>{e(key)} ({len(value)} entries)</summary><pre>{e(text)}</pre></details>")
     if prov.get("suite_text"):
         body.append(f"<details><summary>Suite file</summary><pre>{e(prov['suite_text'])}</pre></details>")
     page = (

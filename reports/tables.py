@@ -2,14 +2,27 @@
 
 Quality is never averaged over failures: a failed cell has no PSNR. The count each mean rests on is
 printed beside it (METHODOLOGY.md §2, §7).
+
+Infinite quality. PSNR of two identical images is +inf (a *lossless* decode), and it is a real value, not a
+missing one. The rules every table here follows:
+
+- a mean over a group is the mean of its **finite** values, its interval is over them, and the number of
+  lossless (+inf) values is a column of its own (``<metric>_lossless``); ``<metric>_n`` counts both. A group
+  whose values are all +inf has mean +inf, printed "lossless (n …)". A NaN (metric not computed) is never
+  counted;
+- the drop from the clean decode is clean − corrupted, and two equal values (two lossless decodes: inf − inf)
+  are a drop of 0, not NaN. A lossy decode of an image whose clean decode is lossless is an infinite drop;
+- rate–distortion fits and BD numbers leave lossless points out, and say so in a note.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -26,6 +39,12 @@ DATA_KEYS = ["dataset", "preprocessing"]
 #: Within this many dB of the clean decode, an ``ok`` corrupted decode counts as "degraded gracefully".
 CLEAN_TOLERANCE_DB = 1.0
 
+#: "Within 1 dB of the clean decode" is read from ``psnr_vs_clean`` (the corrupted decode against the clean decode
+#: of the same stream). The difference from the clean decode, added to the clean decode's own error, may cost at
+#: most 1 dB of PSNR: MSE(decode, clean) <= (10^(1/10) - 1) * MSE(clean, original), i.e.
+#: ``psnr_vs_clean >= clean_psnr + CLEAN_DECODE_MARGIN_DB`` (5.87 dB). A decode identical to the clean decode
+#: (+inf) always counts; against a lossless clean decode only an identical decode does.
+CLEAN_DECODE_MARGIN_DB = 10.0 * math.log10(1.0 / (10.0 ** (CLEAN_TOLERANCE_DB / 10.0) - 1.0))
 
 #: The failure-rate ceiling of the threshold table (METHODOLOGY.md: "keeps failure rate ≤ 1%").
 THRESHOLD_FAILURE_RATE = 0.01
@@ -90,22 +109,129 @@ def _groups(cells: pd.DataFrame) -> list[str]:
     return [*_data_keys(cells), *GROUP, *(["fec_label"] if "fec_label" in cells else [])]
 
 
+def _declared_fec_failure(row_status: str, channel: object) -> bool:
+    """Whether the FEC layer itself said a stream was not corrected: status ``fec_failure``, or (policy
+    ``pass_through``) failed codewords recorded in the cell's channel record."""
+    if row_status == Status.FEC_FAILURE.value:
+        return True
+    try:
+        record = json.loads(channel) if isinstance(channel, str) else channel
+    except ValueError:
+        return False
+    fec = record.get("fec") if isinstance(record, dict) else None
+    return bool(isinstance(fec, dict) and (fec.get("failed_codewords") or 0) > 0)
+
+
+def fec_silent_miscorrection(cells: pd.DataFrame) -> pd.Series:
+    """Per cell: the FEC layer passed the stream as corrected (no failure declared) but it still differs from
+    the sent stream (``residual_flips > 0``). Reed–Solomon beyond its capacity sometimes "corrects" to a wrong
+    codeword; only the residual flips show it. False for cells without FEC."""
+    if "residual_flips" not in cells:
+        return pd.Series(False, index=cells.index)
+    residual = pd.to_numeric(cells["residual_flips"], errors="coerce")
+    out = pd.Series(False, index=cells.index)
+    for i in cells.index[residual.fillna(0) > 0]:
+        channel = cells.at[i, "channel"] if "channel" in cells else None
+        out.at[i] = not _declared_fec_failure(cells.at[i, "status"], channel)
+    return out
+
+
+def _fec_passed(cells: pd.DataFrame) -> pd.Series:
+    """Per cell: FEC ran and declared no failure (the streams whose correctness FEC vouched for)."""
+    residual = pd.to_numeric(cells["residual_flips"], errors="coerce")
+    channels = cells["channel"] if "channel" in cells else pd.Series(None, index=cells.index)
+    declared = [_declared_fec_failure(s, c) for s, c in zip(cells["status"], channels, strict=True)]
+    return residual.notna() & ~pd.Series(declared, index=cells.index)
+
+
 def prepare(cells: pd.DataFrame) -> pd.DataFrame:
-    """Derived columns every table uses: numeric level, FEC label (when the store has an FEC column)."""
+    """Derived columns every table uses: numeric level, FEC label (when the store has an FEC column), and
+    ``fec_passed`` / ``fec_miscorrected`` where some cell went through the FEC layer."""
     cells = cells.copy()
     cells["level_value"] = [level_value(p) for p in cells["params"]] if len(cells) else []
     if "fec" in cells:
         labels = [fec_label(f) for f in cells["fec"]]
         if any(label != "none" for label in labels):  # a FEC column only where some cell has FEC
             cells["fec_label"] = labels
+    if "residual_flips" in cells and pd.to_numeric(cells["residual_flips"], errors="coerce").notna().any():
+        cells["fec_passed"] = _fec_passed(cells)
+        cells["fec_miscorrected"] = fec_silent_miscorrection(cells)
     return cells
 
 
-def _metric_stats(values: pd.Series) -> tuple[float, float, float, int]:
-    """(mean, low, high, n) of a metric over the cells that have a value (NaN = not computed)."""
-    x = values.dropna().to_numpy(dtype=float)
-    mean, lo, hi = mean_interval(x) if len(x) else (math.nan,) * 3
-    return mean, lo, hi, len(x)
+# -- means over groups with infinite values -----------------------------------------------------------------------
+class Stats(NamedTuple):
+    """A metric over a group: mean and Student-t 95% interval of the finite values; ``n`` values in all
+    (finite and infinite; NaN = not computed is not counted), ``lossless`` of them +inf."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    lossless: int
+
+
+def finite_stats(values: pd.Series | np.ndarray) -> Stats:
+    """The documented rule for a group with infinite values: mean and interval over the finite ones, the +inf
+    ones counted in ``lossless``; +inf when every value is +inf; NaN only when there is no value at all."""
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    lossless = int(np.isposinf(x).sum())
+    finite = x[np.isfinite(x)]
+    if len(finite):
+        mean, lo, hi = mean_interval(finite)
+    elif lossless:
+        mean, lo, hi = math.inf, math.nan, math.nan
+    else:
+        mean = lo = hi = math.nan
+    return Stats(mean, lo, hi, len(x), lossless)
+
+
+def quality_drop(clean: pd.Series | np.ndarray, value: pd.Series | np.ndarray) -> np.ndarray:
+    """clean − value per cell, 0 where they are equal (two lossless decodes: inf − inf is no drop, not NaN)."""
+    c = np.asarray(clean, dtype=float)
+    v = np.asarray(value, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.where(c == v, 0.0, c - v)
+
+
+def drop_stats(drops: np.ndarray) -> Stats:
+    """Mean drop: over the finite drops; +inf when some drop is +inf (a lossy decode where the clean decode is
+    lossless: no finite number of dB); ``lossless`` counts those infinite drops."""
+    x = np.asarray(drops, dtype=float)
+    x = x[~np.isnan(x)]
+    infinite = int(np.isposinf(x).sum())
+    if infinite:
+        return Stats(math.inf, math.nan, math.nan, len(x), infinite)
+    s = finite_stats(x[np.isfinite(x)])
+    return s._replace(n=len(x), lossless=0)
+
+
+def within_clean_decode(ok: pd.DataFrame, metric: str = "psnr") -> float:
+    """Share of ``ok`` cells within 1 dB of the clean decode of the same stream, read from
+    ``<metric>_vs_clean`` (see :data:`CLEAN_DECODE_MARGIN_DB`); NaN when no cell has both values."""
+    vs, clean = f"metric.{metric}_vs_clean", f"metric.clean_{metric}"
+    if vs not in ok or clean not in ok:
+        return math.nan
+    v = ok[vs].to_numpy(dtype=float)
+    c = ok[clean].to_numpy(dtype=float)
+    valid = ~np.isnan(v) & ~np.isnan(c)
+    if not valid.any():
+        return math.nan
+    with np.errstate(invalid="ignore"):
+        within = np.isposinf(v) | (v >= c + CLEAN_DECODE_MARGIN_DB)
+    return float(within[valid].mean())
+
+
+def drop_within(ok: pd.DataFrame, metric: str = "psnr") -> float:
+    """Share of ``ok`` cells whose quality against the original is at most 1 dB below the clean decode's
+    (``clean_<metric> − <metric> ≤ 1``; two lossless decodes are a drop of 0)."""
+    col, clean = f"metric.{metric}", f"metric.clean_{metric}"
+    if col not in ok or clean not in ok:
+        return math.nan
+    d = quality_drop(ok[clean], ok[col])
+    d = d[~np.isnan(d)]
+    return float((d <= CLEAN_TOLERANCE_DB).mean()) if len(d) else math.nan
 
 
 def summarise(
@@ -114,8 +240,17 @@ def summarise(
     """One row per (dataset, preprocessing, codec config, corruption, scope, level[, FEC]), numeric columns
     only (``dataset`` / ``preprocessing`` where the cells have them).
 
-    Quality columns (``<metric>``, its interval and ``<metric>_n``) are over ``ok`` cells that have the
-    metric; ``<metric>_drop`` is the mean of (clean decode's metric − corrupted decode's metric) over them.
+    Quality columns (``<metric>``, its interval, ``<metric>_n`` and ``<metric>_lossless``) are over ``ok`` cells
+    that have the metric, by the rule of :func:`finite_stats`; ``<metric>_drop`` is the mean of (clean decode's
+    metric − corrupted decode's metric) over them (:func:`quality_drop`), ``<metric>_vs_clean`` the mean quality
+    against the clean decode (``_identical``: how many equal it).
+
+    ``within_1db_of_clean``: share of ok decodes within 1 dB of the clean decode (from ``psnr_vs_clean``, see
+    :data:`CLEAN_DECODE_MARGIN_DB`); ``drop_within_1db``: share whose PSNR is at most 1 dB below the clean
+    decode's (both against the original).
+
+    With FEC: ``fec_passed`` (streams the FEC layer passed as corrected), ``fec_miscorrected`` (of those, the ones
+    that still differ from the sent stream), their share with a Wilson interval, and ``residual_flips_mean``.
 
     Each ``impute`` policy adds, per metric it applies to, a failure-imputed column over *all* cells
     (:mod:`reports.impute`): ``<metric>_impute_<policy>`` with its interval, ``_n`` (cells with a value),
@@ -134,6 +269,7 @@ def summarise(
                     col = imp.column(m)
                     cells[f"_imp.{col}"], cells[f"_impd.{col}"] = imputed_values(cells, m, imp)
                     imputed_cols.append(col)
+    has_fec = "fec_passed" in cells
     keys = _groups(cells)
     rows = []
     for group, g in cells.groupby(keys, sort=False, dropna=False):
@@ -173,24 +309,41 @@ def summarise(
         row["n_ok"] = len(ok)
         for m in metrics:
             col = f"metric.{m}"
-            mean, mlo, mhi, mn = _metric_stats(ok[col]) if col in ok else (math.nan, math.nan, math.nan, 0)
-            row.update({m: mean, f"{m}_ci_low": mlo, f"{m}_ci_high": mhi, f"{m}_n": mn})
+            s = finite_stats(ok[col]) if col in ok else Stats(math.nan, math.nan, math.nan, 0, 0)
+            row.update({m: s.mean, f"{m}_ci_low": s.low, f"{m}_ci_high": s.high, f"{m}_n": s.n})
+            row[f"{m}_lossless"] = s.lossless
             if col in ok and f"metric.clean_{m}" in ok:
-                drop = (ok[f"metric.clean_{m}"] - ok[col]).replace([np.inf, -np.inf], np.nan)
-                dmean, dlo, dhi, _ = _metric_stats(drop)
+                d = drop_stats(quality_drop(ok[f"metric.clean_{m}"], ok[col]))
             else:
-                dmean = dlo = dhi = math.nan
-            row.update({f"{m}_drop": dmean, f"{m}_drop_ci_low": dlo, f"{m}_drop_ci_high": dhi})
+                d = Stats(math.nan, math.nan, math.nan, 0, 0)
+            row.update({f"{m}_drop": d.mean, f"{m}_drop_ci_low": d.low, f"{m}_drop_ci_high": d.high})
+            row.update({f"{m}_drop_n": d.n, f"{m}_drop_inf": d.lossless})
+            if f"metric.{m}_vs_clean" in ok:
+                v = finite_stats(ok[f"metric.{m}_vs_clean"])
+                row.update({f"{m}_vs_clean": v.mean, f"{m}_vs_clean_n": v.n, f"{m}_vs_clean_identical": v.lossless})
         for col in imputed_cols:
-            imean, ilo, ihi, ini = _metric_stats(g[f"_imp.{col}"])
+            s = finite_stats(g[f"_imp.{col}"])
             n_imputed = int(g[f"_impd.{col}"].sum())
-            row.update({col: imean, f"{col}_ci_low": ilo, f"{col}_ci_high": ihi, f"{col}_n": ini})
+            row.update({col: s.mean, f"{col}_ci_low": s.low, f"{col}_ci_high": s.high, f"{col}_n": s.n})
             row.update({f"{col}_imputed": n_imputed, f"{col}_missing": failures - n_imputed})
-        if "psnr" in metrics and len(ok) and "metric.psnr" in ok:
-            delta = ok["metric.clean_psnr"] - ok["metric.psnr"]
-            row["within_1db_of_clean"] = float((delta <= CLEAN_TOLERANCE_DB).mean())
-        else:
-            row["within_1db_of_clean"] = math.nan
+        psnr = "psnr" in metrics and len(ok) > 0
+        row["within_1db_of_clean"] = within_clean_decode(ok) if psnr else math.nan
+        row["drop_within_1db"] = drop_within(ok) if psnr else math.nan
+        if has_fec:
+            passed = int(g["fec_passed"].sum())
+            wrong = int(g["fec_miscorrected"].sum())
+            wlo, whi = wilson_interval(wrong, passed)
+            residual = pd.to_numeric(g["residual_flips"], errors="coerce")
+            row.update(
+                {
+                    "residual_flips_mean": float(residual.mean()) if residual.notna().any() else math.nan,
+                    "fec_passed": passed,
+                    "fec_miscorrected": wrong,
+                    "fec_miscorrected_share": wrong / passed if passed else math.nan,
+                    "fec_miscorrected_ci_low": wlo,
+                    "fec_miscorrected_ci_high": whi,
+                }
+            )
         rows.append(row)
     sort = [*_data_keys(cells), "codec", "corruption", "scope", *(["fec"] if "fec" in rows[0] else []), "_order"]
     table = pd.DataFrame(rows).sort_values(sort, kind="stable")
@@ -199,7 +352,8 @@ def summarise(
 
 def per_image(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> pd.DataFrame:
     """One row per (dataset, image, codec config, corruption, scope, level): the per-image results any
-    aggregate can be recomputed from (METHODOLOGY.md §7)."""
+    aggregate can be recomputed from (METHODOLOGY.md §7). Means follow :func:`finite_stats` (lossless
+    decodes counted in ``<metric>_lossless``)."""
     if cells.empty:
         return pd.DataFrame()
     cells = prepare(cells) if "level_value" not in cells else cells
@@ -220,10 +374,13 @@ def per_image(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> pd.D
         )
         for m in metrics:
             col = f"metric.{m}"
-            row[m] = ok[col].dropna().mean() if col in ok and ok[col].notna().any() else math.nan
-            row[f"clean_{m}"] = (
-                ok[f"metric.clean_{m}"].dropna().mean() if f"metric.clean_{m}" in ok and len(ok) else math.nan
-            )
+            s = finite_stats(ok[col]) if col in ok else Stats(math.nan, math.nan, math.nan, 0, 0)
+            row[m], row[f"{m}_lossless"] = s.mean, s.lossless
+            clean = f"metric.clean_{m}"
+            row[f"clean_{m}"] = finite_stats(ok[clean]).mean if clean in ok else math.nan
+        if "fec_miscorrected" in g:
+            row["residual_flips_mean"] = pd.to_numeric(g["residual_flips"], errors="coerce").mean()
+            row["fec_miscorrected"] = int(g["fec_miscorrected"].sum())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -233,57 +390,101 @@ def curve_of(label: str) -> str:
     return label.split("@", 1)[0]
 
 
+def _image_set_id(hashes: pd.Series) -> str:
+    return hashlib.sha256("\n".join(sorted(map(str, set(hashes)))).encode()).hexdigest()[:12]
+
+
 def rd_summary(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> pd.DataFrame:
     """Rate–distortion points per dataset (and preprocessing policy): for each codec configuration, mean bpp
-    and mean clean-decode quality over its images (each image once per decode seed), with intervals."""
+    and mean clean-decode quality over **the same** (image, decode seed) pairs, with intervals.
+
+    The clean decode's quality is stored with every ok cell of an image (whatever the level), so a pair counts
+    when some cell of it is ok and has every metric that this codec has values for; bpp is averaged over
+    exactly those pairs. ``images`` / ``decodes`` say what a point rests on, ``images_left_out`` how many
+    images had no ok cell to take the clean quality from, ``image_set`` identifies the set (points on different
+    sets are not comparable). Lossless clean decodes are counted in ``<metric>_lossless`` (means over the
+    finite values, :func:`finite_stats`)."""
     if cells.empty:
         return pd.DataFrame()
-    rows = []
     data = _data_keys(cells) or ["dataset"]
-    for group, g in cells.groupby([*data, "codec_label"], sort=True):
+    seed = ["decode_seed"] if "decode_seed" in cells else []
+    pair = ["image_sha256", *seed]
+    keys = [*data, "codec_label", *pair]
+    cols = [f"metric.clean_{m}" for m in metrics if f"metric.clean_{m}" in cells]
+    bpp = cells.groupby(keys, sort=True, dropna=False)["bpp"].mean()
+    ok = cells[cells["status"] == Status.OK.value]
+    clean = ok.groupby(keys, sort=True, dropna=False)[cols].first() if cols else pd.DataFrame(index=bpp.index)
+    pairs = bpp.to_frame().join(clean, how="left").reset_index()
+    rows = []
+    for group, g in pairs.groupby([*data, "codec_label"], sort=True, dropna=False):
         label = group[-1]
-        per_img = g.drop_duplicates(["image_sha256", "decode_seed"])
+        present = [c for c in cols if g[c].notna().any()]
+        used = g.dropna(subset=present) if present else g.iloc[0:0]
+        total = g["image_sha256"].nunique()
         row = {**dict(zip(data, group[:-1], strict=True)), "curve": curve_of(label), "codec": label}
-        row["images"] = g["image_sha256"].nunique()
-        row["bpp"], row["bpp_ci_low"], row["bpp_ci_high"] = mean_interval(per_img["bpp"].to_numpy())
-        ok = g[g["status"] == Status.OK.value].drop_duplicates(["image_sha256", "decode_seed"])
+        row["images"] = used["image_sha256"].nunique()
+        row["decodes"] = len(used)
+        row["images_left_out"] = total - row["images"]
+        row["image_set"] = _image_set_id(used["image_sha256"]) if len(used) else ""
+        row["bpp"], row["bpp_ci_low"], row["bpp_ci_high"] = (
+            mean_interval(used["bpp"].to_numpy()) if len(used) else (math.nan,) * 3
+        )
+        notes = []
+        if row["images_left_out"]:
+            notes.append(
+                f"{row['images_left_out']} of {total} images without an ok decode: left out of bpp and quality"
+            )
         for m in metrics:
             col = f"metric.clean_{m}"
-            mean, lo, hi, n = _metric_stats(ok[col]) if col in ok else (math.nan, math.nan, math.nan, 0)
-            row.update({m: mean, f"{m}_ci_low": lo, f"{m}_ci_high": hi, f"{m}_n": n})
+            s = finite_stats(used[col]) if col in used else Stats(math.nan, math.nan, math.nan, 0, 0)
+            row.update({m: s.mean, f"{m}_ci_low": s.low, f"{m}_ci_high": s.high, f"{m}_n": s.n})
+            row[f"{m}_lossless"] = s.lossless
+            if s.lossless:
+                notes.append(f"{m}: {s.lossless} of {s.n} clean decodes lossless (mean over the others)")
+        row["note"] = "; ".join(notes)
         rows.append(row)
     return pd.DataFrame(rows).sort_values([*data, "curve", "bpp"]).reset_index(drop=True)
 
 
-def bd_rates(rd: pd.DataFrame, metric: str = "psnr", method: str = "pchip") -> pd.DataFrame:
-    """BD-rate (%) of each curve against each other curve of the same dataset (``bjontegaard`` package,
-    piecewise-cubic interpolation). Negative = fewer bits for the same quality. Rows only where both curves
-    have at least two points and their quality ranges overlap; otherwise the row says why."""
-    rows = []
-    data = _data_keys(rd) or ["dataset"]
-    columns = [*data, "anchor", "test", "metric", "bd_rate_pct", "note"]
-    if rd.empty or metric not in rd:
-        return pd.DataFrame(columns=columns)
-    for group, d in rd.groupby(data, sort=True):
-        curves = {c: g.dropna(subset=[metric]).sort_values("bpp") for c, g in d.groupby("curve", sort=True)}
-        names = sorted(curves)
-        for i, anchor in enumerate(names):
-            for test in names[i + 1 :]:
-                a, t = curves[anchor], curves[test]
-                row = {**dict(zip(data, group, strict=True)), "anchor": anchor, "test": test, "metric": metric}
-                lo = max(a[metric].min(), t[metric].min())
-                hi = min(a[metric].max(), t[metric].max())
-                if len(a) < 2 or len(t) < 2:
-                    row.update(bd_rate_pct=math.nan, note="needs at least two rate points per curve")
-                elif not (np.isfinite([lo, hi]).all() and hi > lo):
-                    row.update(bd_rate_pct=math.nan, note="quality ranges do not overlap")
-                else:
-                    row.update(bd_rate_pct=bd_rate(a, t, metric, method), note=f"{method}, overlap {lo:.3g}–{hi:.3g}")
-                rows.append(row)
-    return pd.DataFrame(rows, columns=columns)
+# -- BD-rate / BD-quality -------------------------------------------------------------------------------------------
+def metric_unit(metric: str) -> str:
+    """The unit of a metric's values: dB for the PSNR family, none otherwise."""
+    return "dB" if metric.startswith("psnr") else ""
 
 
-def bd_rate(anchor: pd.DataFrame, test: pd.DataFrame, metric: str, method: str = "pchip") -> float:
+def clean_curve(points: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]]:
+    """The points of one RD curve a BD fit can use, and what was done to get them.
+
+    Rule: points without a value are left out; lossless points (+inf) are left out (no finite quality to
+    interpolate); sorted by bpp, a point is kept only when its quality is strictly above every kept point of
+    lower or equal rate. So duplicates (two rate points that saturate to the same bpp and quality) collapse to
+    one, and a dip (more bits, lower quality) is dropped: the kept curve is strictly increasing in both bpp and
+    quality, which the interpolation needs."""
+    notes = []
+    pts = points.dropna(subset=["bpp"])
+    missing = pts[pts[metric].isna()]
+    if len(missing):
+        notes.append(f"no {metric}: {', '.join(map(str, missing['codec']))}")
+    pts = pts[pts[metric].notna()]
+    lossless = pts[np.isinf(pts[metric].to_numpy(dtype=float))]
+    if len(lossless):
+        notes.append(f"lossless ({metric} = inf) left out: {', '.join(map(str, lossless['codec']))}")
+    pts = pts[np.isfinite(pts[metric].to_numpy(dtype=float))]
+    pts = pts.sort_values(["bpp", metric], ascending=[True, False], kind="stable")
+    kept: list[dict] = []
+    for r in pts.to_dict("records"):
+        if kept and r["bpp"] <= kept[-1]["bpp"]:
+            same = r[metric] == kept[-1][metric]
+            why = "duplicate of" if same else "same bpp, lower quality than"
+            notes.append(f"{r['codec']} dropped ({why} {kept[-1]['codec']})")
+        elif kept and r[metric] <= max(k[metric] for k in kept):
+            notes.append(f"{r['codec']} dropped ({metric} not above a lower-rate point: curve made monotonic)")
+        else:
+            kept.append(r)
+    return pd.DataFrame(kept, columns=points.columns), notes
+
+
+def _bd_call(fn: str, anchor: pd.DataFrame, test: pd.DataFrame, metric: str, method: str) -> float:
     import warnings
 
     import bjontegaard
@@ -291,22 +492,113 @@ def bd_rate(anchor: pd.DataFrame, test: pd.DataFrame, metric: str, method: str =
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the package warns on partial overlap; the note column reports it
         return float(
-            bjontegaard.bd_rate(
-                anchor["bpp"].to_numpy(),
-                anchor[metric].to_numpy(),
-                test["bpp"].to_numpy(),
-                test[metric].to_numpy(),
+            getattr(bjontegaard, fn)(
+                anchor["bpp"].to_numpy(dtype=float),
+                anchor[metric].to_numpy(dtype=float),
+                test["bpp"].to_numpy(dtype=float),
+                test[metric].to_numpy(dtype=float),
                 method=method,
                 require_matching_points=False,
             )
         )
 
 
+def bd_rate(anchor: pd.DataFrame, test: pd.DataFrame, metric: str, method: str = "pchip") -> float:
+    """BD-rate (%) of ``test`` against ``anchor`` (cleaned curves: :func:`clean_curve`)."""
+    return _bd_call("bd_rate", anchor, test, metric, method)
+
+
+def bd_quality(anchor: pd.DataFrame, test: pd.DataFrame, metric: str, method: str = "pchip") -> float:
+    """BD-quality (BD-PSNR for PSNR, in the metric's unit) of ``test`` against ``anchor``: the mean quality
+    difference at the same rate over the overlapping rate range."""
+    return _bd_call("bd_psnr", anchor, test, metric, method)
+
+
+BD_COLUMNS = ["anchor", "test", "metric", "bd_rate_pct", "bd_quality", "bd_quality_unit", "points", "note"]
+
+
+def bd_table(
+    rd: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",), method: str = "pchip"
+) -> tuple[pd.DataFrame, list[str]]:
+    """BD-rate (%) and BD-quality (BD-PSNR in dB for PSNR) of each curve against each other curve of the same
+    dataset (``bjontegaard`` package, piecewise-cubic interpolation). Negative BD-rate / positive BD-quality =
+    the test curve is better. Curves are cleaned first (:func:`clean_curve`); what was done is in each row's
+    note. A pair whose computation fails gets NaN and the reason, never an exception: one pair never loses the
+    report. Curves with fewer than two usable points get no rows; they are listed once in the returned notes."""
+    data = _data_keys(rd) or ["dataset"]
+    columns = [*data, *BD_COLUMNS]
+    rows: list[dict] = []
+    short: list[str] = []
+    if rd.empty:
+        return pd.DataFrame(columns=columns), []
+    for group, d in rd.groupby(data, sort=True, dropna=False):
+        where = " ".join(str(v) for v in group) if isinstance(group, tuple) else str(group)
+        for metric in metrics:
+            if metric not in d:
+                continue
+            curves: dict[str, tuple[pd.DataFrame, list[str], set[str]]] = {}
+            for name, g in d.groupby("curve", sort=True):
+                pts, notes = clean_curve(g, metric)
+                sets = set(g["image_set"]) if "image_set" in g else set()
+                if len(pts) < 2:
+                    short.append(f"{name} ({where}, {metric}: {len(pts)} usable point{'s' * (len(pts) != 1)})")
+                    continue
+                curves[str(name)] = (pts, notes, sets)
+            names = sorted(curves)
+            for i, anchor in enumerate(names):
+                for test in names[i + 1 :]:
+                    rows.append(_bd_pair(dict(zip(data, group, strict=True)), anchor, test, curves, metric, method))
+    notes = []
+    if short:
+        notes.append("No BD numbers for curves with fewer than two usable rate points: " + "; ".join(short) + ".")
+    return pd.DataFrame(rows, columns=columns), notes
+
+
+def _bd_pair(key: dict, anchor: str, test: str, curves: dict, metric: str, method: str) -> dict:
+    (a, a_notes, a_sets), (t, t_notes, t_sets) = curves[anchor], curves[test]
+    row = {**key, "anchor": anchor, "test": test, "metric": metric, "bd_quality_unit": metric_unit(metric)}
+    row["points"] = f"{len(a)} vs {len(t)}"
+    notes = [method]
+    q_lo, q_hi = max(a[metric].min(), t[metric].min()), min(a[metric].max(), t[metric].max())
+    r_lo, r_hi = max(a["bpp"].min(), t["bpp"].min()), min(a["bpp"].max(), t["bpp"].max())
+    if q_hi > q_lo:
+        notes.append(f"{metric} overlap {q_lo:.3g}–{q_hi:.3g}")
+        try:
+            row["bd_rate_pct"] = bd_rate(a, t, metric, method)
+        except Exception as exc:  # one pair's failure is recorded, never raised
+            row["bd_rate_pct"] = math.nan
+            notes.append(f"BD-rate failed: {type(exc).__name__}: {exc}")
+    else:
+        row["bd_rate_pct"] = math.nan
+        notes.append(f"{metric} ranges do not overlap: no BD-rate")
+    if r_hi > r_lo:
+        try:
+            row["bd_quality"] = bd_quality(a, t, metric, method)
+        except Exception as exc:
+            row["bd_quality"] = math.nan
+            notes.append(f"BD-{metric} failed: {type(exc).__name__}: {exc}")
+    else:
+        row["bd_quality"] = math.nan
+        notes.append(f"bpp ranges do not overlap: no BD-{metric}")
+    if a_sets and t_sets and len(a_sets | t_sets) > 1:
+        notes.append("points rest on different image sets")
+    notes += [f"{anchor}: {n}" for n in a_notes] + [f"{test}: {n}" for n in t_notes]
+    row["note"] = "; ".join(notes)
+    return row
+
+
+def bd_rates(rd: pd.DataFrame, metric: str = "psnr", method: str = "pchip") -> pd.DataFrame:
+    """:func:`bd_table` for one metric; its notes are in ``.attrs["notes"]``."""
+    frame, notes = bd_table(rd, (metric,), method)
+    frame.attrs["notes"] = notes
+    return frame
+
+
 def threshold_table(summary: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame:
     """Per (codec, corruption, scope[, FEC]): the highest level, walking up from the lowest, before the first
     level where the failure rate exceeds 1% or the mean drop of ``metric`` from the clean decode exceeds
-    1 dB (over ok cells). Point estimates decide; the Wilson interval and the drop's interval at the chosen
-    level are printed beside it so a reader sees how much n supports it."""
+    1 dB (over ok cells; two lossless decodes are no drop). Point estimates decide; the Wilson interval and the
+    drop's interval at the chosen level are printed beside it so a reader sees how much n supports it."""
     cols = [*_data_keys(summary), "codec", "corruption", "scope", *(["fec"] if "fec" in summary else []), "series"]
     rows = []
     if summary.empty:
@@ -319,8 +611,12 @@ def threshold_table(summary: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame
             why = []
             if r["failure_rate"] > THRESHOLD_FAILURE_RATE:
                 why.append(f"failure {100 * r['failure_rate']:.1f}%")
-            if r["n_ok"] == 0 or not math.isfinite(drop) or drop > CLEAN_TOLERANCE_DB:
-                why.append(f"{metric} drop {drop:.2f}" if math.isfinite(drop) else f"no {metric} on ok cells")
+            if drop == math.inf:
+                why.append(f"{metric} drop inf (lossy decodes of a lossless clean decode)")
+            elif r["n_ok"] == 0 or not math.isfinite(drop):
+                why.append(f"no {metric} on ok cells")
+            elif drop > CLEAN_TOLERANCE_DB:
+                why.append(f"{metric} drop {drop:.2f}")
             if why:
                 stop = (r, "; ".join(why))
                 break
@@ -344,6 +640,7 @@ def threshold_table(summary: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+# -- human tables -----------------------------------------------------------------------------------------------------
 def _fmt_ci(mean: float, lo: float, hi: float, digits: int = 2) -> str:
     if not math.isfinite(mean):
         return "inf" if mean == math.inf else "–"
@@ -352,16 +649,64 @@ def _fmt_ci(mean: float, lo: float, hi: float, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {(hi - lo) / 2:.{digits}f}"
 
 
+def quality_text(mean: float, lo: float, hi: float, n: int, lossless: int, n_ok: int | None, digits: int = 2) -> str:
+    """A quality cell as people read it: ``mean ± half-width``; ``lossless (n N)`` when every value is +inf;
+    ``(k lossy + j lossless)`` when some are; ``(n k)`` when the metric rests on fewer cells than ``n ok``."""
+    if n == 0:
+        return "–"
+    if lossless and lossless == n:
+        return f"lossless (n {n})"
+    text = _fmt_ci(mean, lo, hi, digits)
+    if lossless:
+        return f"{text} ({n - lossless} lossy + {lossless} lossless)"
+    if n_ok is not None and n != n_ok:
+        return f"{text} (n {n})"
+    return text
+
+
+def _share(value: float) -> str:
+    return "–" if not math.isfinite(value) else f"{100 * value:.0f}%"
+
+
 def computed_metrics(table: pd.DataFrame, metrics: tuple[str, ...]) -> tuple[str, ...]:
     """The metrics that have at least one value (a metric whose weights were missing has none)."""
     return tuple(m for m in metrics if f"{m}_n" not in table or table[f"{m}_n"].sum() > 0)
+
+
+#: Columns of :func:`human_table` whose text comes from the data (labels): escaped in full in Markdown.
+LABEL_COLUMNS = ("dataset", "preprocessing", "codec", "corruption", "scope", "level", "FEC")
+
+_MD_TEXT = {"\\": "\\\\", "|": "\\|", "`": "\\`", "*": "\\*", "_": "\\_", "<": "&lt;", ">": "&gt;", "&": "&amp;"}
+_MD_TEXT.update({"\n": " ", "\r": " "})
+_MD_BASIC = str.maketrans(_MD_TEXT)
+_MD_LABEL = str.maketrans({**_MD_TEXT, "[": "\\[", "]": "\\]"})
+
+
+def md_escape(text: object, label: bool = True) -> str:
+    """Text safe inside a Markdown table cell: pipes, backslashes, backticks, ``*``, ``_`` escaped, ``<``, ``>``,
+    ``&`` as entities (no raw HTML, no autolink), newlines as spaces. Brackets are escaped when ``label`` (text
+    from the data), else only where a link could form (``](`` or ``][``), so "[95% CI]" stays readable."""
+    text = str(text)
+    if label or "](" in text or "][" in text:
+        return text.translate(_MD_LABEL)
+    return text.translate(_MD_BASIC)
+
+
+def markdown_table(frame: pd.DataFrame, labels: tuple[str, ...] | None = None) -> str:
+    """``frame`` (cells already text, or formatted with ``str``) as a pipe table, every cell escaped by
+    :func:`md_escape`; columns in ``labels`` (default: every column) with brackets escaped too."""
+    labels = tuple(frame.columns) if labels is None else labels
+    out = pd.DataFrame(
+        {md_escape(c, label=False): [md_escape(v, label=c in labels) for v in frame[c]] for c in frame.columns}
+    )
+    return out.to_markdown(index=False, disable_numparse=True)
 
 
 def to_markdown(table: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",), impute: tuple[Imputation, ...] = ()) -> str:
     """A compact human table: failure % with its Wilson interval, quality mean ± CI half-width (ok only)."""
     if table.empty:
         return "(no cells)"
-    return human_table(table, metrics, impute).to_markdown(index=False, disable_numparse=True)
+    return markdown_table(human_table(table, metrics, impute), LABEL_COLUMNS)
 
 
 def human_table(
@@ -374,6 +719,7 @@ def human_table(
     metrics = computed_metrics(table, metrics)
     # the dataset always (rows are per dataset); the preprocessing policy where some row has one
     data = [k for k in _data_keys(table) if k == "dataset" or (table[k].astype(str) != "none").any()]
+    fec = "fec_passed" in table and "fec" in table
     for r in table.to_dict("records"):
         row = {
             **{k: r[k] for k in data},
@@ -397,11 +743,21 @@ def human_table(
             row[s] = r[s]
         for m in metrics:
             digits = 2 if m.startswith("psnr") else 4
-            row[f"{m} (ok)"] = _fmt_ci(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"], digits)
+            lossless = int(r.get(f"{m}_lossless", 0) or 0)
+            ci = (r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"])
+            row[f"{m} (ok)"] = quality_text(*ci, int(r[f"{m}_n"]), lossless, int(r["n_ok"]), digits)
         row["n ok"] = r["n_ok"]
-        row["≤1 dB of clean"] = (
-            "–" if not math.isfinite(r["within_1db_of_clean"]) else f"{100 * r['within_1db_of_clean']:.0f}%"
-        )
+        if "psnr" in metrics:
+            row["≤1 dB of clean decode"] = _share(r["within_1db_of_clean"])
+            row["drop ≤1 dB vs clean quality"] = _share(r.get("drop_within_1db", math.nan))
+        if fec:
+            residual = r["residual_flips_mean"]
+            row["residual flips (mean)"] = f"{residual:.1f}" if math.isfinite(residual) else "–"
+            row["FEC passed but wrong"] = (
+                "–"
+                if not r["fec_passed"]
+                else f"{r['fec_miscorrected']}/{r['fec_passed']} ({100 * r['fec_miscorrected_share']:.0f}%)"
+            )
         for imp in impute:
             for m in metrics:
                 col = imp.column(m)
@@ -414,12 +770,22 @@ def human_table(
     return pd.DataFrame(shown)
 
 
+QUALITY_FOOTER = (
+    "Quality is over ok decodes only, n ok beside it (a metric's own n in brackets where some ok cells lack it). "
+    "Lossless decodes (PSNR = inf, identical to the original) are counted, not averaged: a mean is over the finite "
+    "values with the lossless count beside it. '≤1 dB of clean decode': share of ok decodes whose difference from "
+    "the clean decode of the same stream (PSNR vs the clean decode, psnr_vs_clean) costs at most 1 dB, i.e. "
+    f"psnr_vs_clean ≥ clean PSNR + {CLEAN_DECODE_MARGIN_DB:.2f} dB (identical = within). 'drop ≤1 dB vs clean "
+    "quality': share whose PSNR against the original is at most 1 dB below the clean decode's (two lossless "
+    "decodes: no drop)."
+)
+
+
 def footer(cells: pd.DataFrame) -> str:
     return (
         f"{len(cells)} cells on {cells['image_sha256'].nunique()} images, "
         f"{cells['replicate'].nunique()} seed(s). Failure = any status but ok; intervals are 95% "
-        "(Wilson for rates, Student t for means). Quality is over ok decodes only, n ok beside it; "
-        "'≤1 dB of clean' is the share of ok decodes within 1 dB PSNR of the clean decode."
+        f"(Wilson for rates, Student t for means). {QUALITY_FOOTER}"
     )
 
 
@@ -439,6 +805,45 @@ def not_computed_note(table: pd.DataFrame, metrics: tuple[str, ...]) -> str:
     if not missing:
         return ""
     return f"Not computed in this run (weights missing; see `evaluate.py metrics check`): {', '.join(missing)}."
+
+
+def fec_note(table: pd.DataFrame) -> str:
+    """Silent FEC miscorrection, said in words when it happened (empty otherwise)."""
+    if "fec_miscorrected" not in table or table.empty:
+        return ""
+    wrong, passed = int(table["fec_miscorrected"].sum()), int(table["fec_passed"].sum())
+    if not wrong:
+        return (
+            f"FEC: every one of the {passed} streams the FEC layer passed as corrected equals the sent stream "
+            "(residual flips 0)."
+        )
+    rows = table[table["fec_miscorrected"] > 0]
+    where = ", ".join(
+        f"{r['codec']} {r['scope']} {r['level']} [{r.get('fec', '')}]" for r in rows.to_dict("records")[:5]
+    )
+    more = f" and {len(rows) - 5} more rows" if len(rows) > 5 else ""
+    return (
+        f"Silent FEC miscorrection: {wrong} of the {passed} streams the FEC layer passed as corrected still differ "
+        f"from the sent stream (Reed–Solomon beyond its capacity 'corrected' to wrong data; residual flips > 0, no "
+        f"failure declared): {where}{more}. See 'FEC passed but wrong' and residual_flips_mean."
+    )
+
+
+def lossless_note(table: pd.DataFrame, metrics: tuple[str, ...]) -> str:
+    found = [m for m in metrics if f"{m}_lossless" in table and table[f"{m}_lossless"].sum() > 0]
+    if not found:
+        return ""
+    counts = ", ".join(f"{m}: {int(table[f'{m}_lossless'].sum())} cell(s)" for m in found)
+    return (
+        f"Lossless decodes (metric = inf, identical to the original): {counts}. They are counted beside the means, "
+        "which are over the finite values."
+    )
+
+
+def summary_notes(table: pd.DataFrame, metrics: tuple[str, ...]) -> list[str]:
+    """The notes summary.md and the reports print under the summary (empty ones left out)."""
+    notes = [not_computed_note(table, metrics), lossless_note(table, metrics), fec_note(table)]
+    return [n for n in notes if n]
 
 
 def has_parquet() -> bool:
@@ -461,7 +866,8 @@ def write_summary(out_dir: Path, cells: pd.DataFrame, metrics: tuple[str, ...], 
     table = summarise(cells, metrics)
     write_frame(table, out_dir / "summary.csv")
     write_frame(per_image(cells, metrics), out_dir / "per_image.csv")
-    note = not_computed_note(table, metrics)
-    text = f"## {title}\n\n{to_markdown(table, metrics)}\n\n{footer(cells)}{' ' + note if note else ''}\n"
+    notes = " ".join(summary_notes(table, metrics))
+    text = f"## {md_escape(title, label=False)}\n\n{to_markdown(table, metrics)}\n\n{footer(cells)}"
+    text += f"{' ' + notes if notes else ''}\n"
     (out_dir / "summary.md").write_text(text)
     return text

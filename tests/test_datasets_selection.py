@@ -18,7 +18,12 @@ from harness.config import SuiteError, parse_suite
 from harness.datasets import ImageEntry, stratified_subset
 from harness.hashing import pixels_sha256
 from harness.preprocess import parse_policy
-from harness.runner import RunOptions, _subset, make_plan, run
+from harness.runner import RunOptions, make_plan, run
+
+try:  # the run planning moved out of the runner
+    from harness.planning import _subset
+except ImportError:
+    from harness.runner import _subset
 from harness.store import ResultStore
 
 FAKE = '[[codecs]]\ncodec = "fake"\nlabel = "ok"\noptions = { mode = "ok" }\n'

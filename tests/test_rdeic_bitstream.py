@@ -44,7 +44,7 @@ def test_encode_file_parse_equals_in_memory_forward(z_coding):
     codec = RDEIC(config="test", allow_random_weights=True, z_coding=z_coding)
     image = _image()
     bs = codec.encode(image)
-    state = codec.parse(bs.data)
+    state = codec.parse(bs.data, image.shape[:2])
     ref = codec.compression().forward_quantized(_feature(codec, image))
     assert state["y_hat"].dtype == np.float32
     assert np.abs(state["y_hat"] - ref["y_hat"].numpy()).max() == 0.0
@@ -124,7 +124,7 @@ def _official_file(comp, feature: torch.Tensor) -> tuple[bytes, torch.Tensor]:
 def test_official_layout_decodes_and_codec_writes_the_same_bytes(codec):
     image = _image()
     data, y_hat = _official_file(codec.compression(), _feature(codec, image))
-    state = codec.parse(data)  # official -> ours
+    state = codec.parse(data, image.shape[:2])  # official -> ours
     assert np.abs(state["y_hat"] - y_hat.numpy()).max() == 0.0
     assert codec.encode(image).data == data  # ours -> official (byte-identical file)
 
@@ -167,7 +167,7 @@ def test_hostile_headers_raise_before_allocating(codec):
     }
     for name, blob in bad.items():
         with pytest.raises(BitstreamError):
-            codec.parse(blob)
+            codec.parse(blob, (100, 130))
         with pytest.raises(BitstreamError):
             unpack(blob)
         assert name
@@ -193,15 +193,44 @@ def test_parsing_a_corrupted_stream_is_deterministic():
 
     codec = create_codec("rdeic-tiny@low")
     bits = codec.encode(load_rgb(data_root() / "samples" / "coffee.png")[:128, :128])
-    assert codec.parse(bits.data)["y_hat"].shape[0] == 1
+    assert codec.parse(bits.data, (128, 128))["y_hat"].shape[0] == 1
     outcomes = []
     for k in range(8):
         data = BinarySymmetricChannel(ber=3e-3).apply(bits.data, bits.ranges("y"), np.random.default_rng(k)).data
         seen = set()
         for _ in range(3):
             try:
-                seen.add(hashlib.sha256(codec.parse(data)["y_hat"].tobytes()).hexdigest())
+                seen.add(hashlib.sha256(codec.parse(data, (128, 128))["y_hat"].tobytes()).hexdigest())
             except Exception as exc:  # a refused stream must be refused every time, the same way
                 seen.add(f"{type(exc).__name__}: {exc}")
         outcomes.append(seen)
     assert all(len(s) == 1 for s in outcomes), outcomes
+
+
+def test_structurally_impossible_files_are_refused_not_decoded_as_zeros(codec):
+    """An empty y (or z) string used to parse ok: the zero-padded rANS decoder turned it into a plausible latent."""
+    from harness.codecs.rdeic.bitstream import Container
+
+    box = unpack(codec.encode(_image()).data)
+    for name, blob in {
+        "empty y": Container(box.h_z, box.w_z, b"", box.z_string).pack(),
+        "empty z": Container(box.h_z, box.w_z, box.y_string, b"").pack(),
+        "3-byte y": Container(box.h_z, box.w_z, box.y_string[:3], box.z_string).pack(),
+    }.items():
+        with pytest.raises(BitstreamError, match="a valid file has"):
+            codec.parse(blob, (100, 130))
+        assert name
+
+
+def test_a_header_declaring_another_grid_is_refused_before_decoding(codec):
+    """Five flipped header bits declared a 2049 x 1 grid: parse said ok and the diffusion ran at 131136 x 64 px
+    in the main process. The grid must be the one the original's padded size gives."""
+    from harness.codecs.base import InvalidOutput
+
+    data = codec.encode(_image()).data  # 100 x 130 -> padded 128 x 192 -> grid 2 x 3
+    assert codec.z_grid(100, 130) == (2, 3)
+    for h_z, w_z in ((2049, 1), (3, 2), (1, 3)):
+        with pytest.raises(InvalidOutput, match="hyper-latent grid"):
+            codec.parse(_with(_with(data, 0, h_z), 4, w_z), (100, 130))
+    with pytest.raises(InvalidOutput, match="hyper-latent grid"):
+        codec.parse(data, (300, 130))  # the same stream, measured against another image

@@ -13,7 +13,7 @@ from conftest import ROOT, write_suite
 torch = pytest.importorskip("torch")
 pytest.importorskip("compressai")
 
-from harness.codecs.base import CodecError, check_output, create_codec  # noqa: E402
+from harness.codecs.base import CodecError, InvalidOutput, check_output, create_codec  # noqa: E402
 from harness.codecs.rdeic.codec import RDEIC, padded_bpp  # noqa: E402
 
 
@@ -56,21 +56,21 @@ def test_decode_shape_hooks_and_determinism(codec):
     bs = codec.encode(image)
     assert codec.decoded_shape(70, 90) == (128, 128, 3)
     assert padded_bpp(len(bs.data), 70, 90) == 8 * len(bs.data) / (128 * 128)
-    state = codec.parse(bs.data)
+    state = codec.parse(bs.data, image.shape[:2])
     seen = []
 
     def hook(name, arr):
         seen.append((name, arr.shape))
         return arr
 
-    a = codec.reconstruct(state, 5, hook)
+    a = codec.decode_state(state, 5, hook)
     assert [n for n, _ in seen] == ["y_hat", "c_latent", "guide_hint"]
     assert check_output(a, codec.decoded_shape(70, 90)) is None
-    assert np.array_equal(a, codec.reconstruct(state, 5))
+    assert np.array_equal(a, codec.decode_state(state, 5))
     assert {"synthesis_s", "vae_decode_s", "reconstruct_s", "step_0_t299_s", "step_1_t0_s"} <= set(codec.last_timings)
     batch = codec.reconstruct_batch([state, state], [5, 6])
     # batching changes float summation order (not bit-identical), never the noise: within a few uint8 steps
-    single6 = codec.reconstruct(state, 6)
+    single6 = codec.decode_state(state, 6)
     assert np.abs(batch[0].astype(int) - a).max() <= 2 and np.abs(batch[1].astype(int) - single6).max() <= 2
     assert np.abs(single6.astype(int) - a).max() > 2  # the seeds do differ
 
@@ -78,7 +78,7 @@ def test_decode_shape_hooks_and_determinism(codec):
 @pytest.mark.parametrize("bad", [np.nan, np.inf, 1e6])
 @pytest.mark.parametrize("where", ["y_hat", "c_latent", "guide_hint"])
 def test_absurd_latents_are_invalid_output_before_diffusion(codec, bad, where):
-    state = codec.parse(codec.encode(_image()).data)
+    state = codec.parse(codec.encode(_image()).data, (70, 90))
 
     def hook(name, arr):
         if name == where:
@@ -86,8 +86,8 @@ def test_absurd_latents_are_invalid_output_before_diffusion(codec, bad, where):
             arr.flat[0] = bad
         return arr
 
-    out = codec.reconstruct(state, 0, hook)
-    assert "non-finite" in (check_output(out, codec.decoded_shape(70, 90)) or "")
+    with pytest.raises(InvalidOutput, match=f"(non-finite values .NaN/inf. in|{where} reaches) "):
+        codec.decode_state(state, 0, hook)
 
 
 def test_fingerprint_ignores_paths_but_not_options():
@@ -141,7 +141,7 @@ def test_official_checkpoint_pair_and_safetensors_load_strictly(tmp_path):
     )
     image = _image()
     bs = codec.encode(image)
-    decoded = codec.reconstruct(codec.parse(bs.data), 0)
+    decoded = codec.decode(bs.data, image.shape[:2], 0)
     assert (tmp_path / "v2-1_512-ema-pruned.ckpt.empty_prompt.safetensors").exists()  # text cache written
 
     # a fresh codec finds the cache and does not build the text tower
@@ -149,19 +149,21 @@ def test_official_checkpoint_pair_and_safetensors_load_strictly(tmp_path):
         config="test", sd_ckpt=codec.options.sd_ckpt, rdeic_ckpt=codec.options.rdeic_ckpt, z_coding="fixed_length"
     )
     assert not hasattr(again.model(), "cond_stage_model")
-    assert np.array_equal(again.reconstruct(again.parse(bs.data), 0), decoded)
+    assert np.array_equal(again.decode(bs.data, image.shape[:2], 0), decoded)
 
     # a decode worker builds the compression module alone, from the RDEIC file only
     worker = RDEIC(
         config="test", sd_ckpt=codec.options.sd_ckpt, rdeic_ckpt=codec.options.rdeic_ckpt, z_coding="fixed_length"
     )
-    assert np.array_equal(worker.parse(bs.data)["y_hat"], codec.parse(bs.data)["y_hat"]) and worker._model is None
+    size = image.shape[:2]
+    assert np.array_equal(worker.parse(bs.data, size)["y_hat"], codec.parse(bs.data, size)["y_hat"])
+    assert worker._model is None
 
     merged = tmp_path / "rdeic_test.safetensors"
     save_safetensors(model.state_dict(), merged)
     st = RDEIC(config="test", weights=str(merged), z_coding="fixed_length")
     assert st.encode(image).data == bs.data
-    assert np.array_equal(st.reconstruct(st.parse(bs.data), 0), decoded)
+    assert np.array_equal(st.decode(bs.data, image.shape[:2], 0), decoded)
 
 
 @pytest.mark.slow
@@ -192,7 +194,7 @@ def test_weight_flags_join_or_update_rdeic_configs():
     from harness.codecs.rdeic.flags import with_weight_flags
     from harness.config import load_suite
 
-    suite = load_suite("bit_errors")
+    suite = load_suite("burst_errors")  # JPEG2000 only
     assert with_weight_flags(suite, None, None) is suite
     added = with_weight_flags(suite, "/w/rdeic_2_step2.ckpt", "/w/v2-1_512-ema-pruned.ckpt")
     rdeic = [c for c in added.codecs if c.codec == "rdeic"]
@@ -206,12 +208,12 @@ def test_stages_compose_to_reconstruct(codec):
     from harness.codecs.rdeic.codec import to_uint8
     from harness.codecs.rdeic.sampler import GeneratorNoise
 
-    state = codec.parse(codec.encode(_image()).data)
+    state = codec.parse(codec.encode(_image()).data, (70, 90))
     m = codec.model()
     guide, c = m.preprocess_model.synthesis(torch.from_numpy(state["y_hat"]))
     x0 = m.relay(c, guide, m.cond_stage_model.encode_empty(), 2, GeneratorNoise(9))
     manual = to_uint8(m.decode_latent(x0))[0]
-    assert np.array_equal(manual, codec.reconstruct(state, 9))
+    assert np.array_equal(manual, codec.decode_state(state, 9))
 
 
 _SD = os.environ.get("RDEIC_SD_CKPT")
@@ -230,7 +232,7 @@ def test_official_checkpoints_load_strictly_and_round_trip():
     codec.model()  # strict: raises listing missing/unexpected keys otherwise
     image = np.asarray(Image.open(ROOT / "datasets" / "samples" / "flower.png").convert("RGB"))
     bs = codec.encode(image)
-    out = codec.reconstruct(codec.parse(bs.data), 0)[: image.shape[0], : image.shape[1]]
+    out = codec.decode(bs.data, image.shape[:2], 0)[: image.shape[0], : image.shape[1]]
     mse = np.mean((out.astype(float) - image) ** 2)
     assert 10 * np.log10(255**2 / mse) > codec.clean_psnr_floor_db
     assert 8 * len(bs.data) / image.shape[0] / image.shape[1] < 1.0  # an extreme-compression codec
@@ -267,3 +269,22 @@ def test_latent_corruptions_act_at_rdeic_hooks_through_the_runner(tmp_path):
     assert (noisy["metric.psnr_vs_clean"] < float("inf")).all()  # sigma 1 changes the decode at every hook
     assert (cells["padded_bpp"] <= cells["bpp"]).all() and (cells["bits_exposed"] == 0).all()
     assert all("entropy_decode_s" in t and len(t) > 2 for t in timings)
+
+
+def test_bit_errors_runs_the_official_rdeic_when_given_else_rdeic_tiny(monkeypatch):
+    """The users' own command, `evaluate.py --suite bit_errors`, ran six JPEG2000 configs and no RDEIC."""
+    from harness.codecs.rdeic.flags import resolve_auto
+    from harness.config import load_suite
+
+    monkeypatch.delenv("RDEIC_CKPT", raising=False)
+    monkeypatch.delenv("RDEIC_SD_CKPT", raising=False)
+    suite = load_suite("bit_errors")
+    tiny, note = resolve_auto(suite, None, None)
+    by_label = {c.label: c for c in tiny.codecs}
+    assert by_label["rdeic"].codec == "rdeic-tiny@low" and "rdeic-tiny@low" in note
+    assert by_label["j2k-plain@rdeic"].match_rate_of == "rdeic"  # JPEG2000 at RDEIC's rate, image by image
+    assert by_label["rdeic-vae-only"].codec == "rdeic-vae-tiny" and by_label["rdeic-vae-only"].clean_only
+    official, note = resolve_auto(suite, "/w/rdeic_2_step2.ckpt", "/w/v2-1_512-ema-pruned.ckpt")
+    by_label = {c.label: c for c in official.codecs}
+    assert by_label["rdeic"].codec == "rdeic" and by_label["rdeic"].options["rdeic_ckpt"] == "/w/rdeic_2_step2.ckpt"
+    assert by_label["rdeic-vae-only"].codec == "rdeic-vae" and "official model" in note

@@ -69,5 +69,5 @@ def test_preset_codec_round_trips_a_small_image():
     assert not codec.random_weights
     yy, xx = np.mgrid[0:64, 0:64]
     image = np.stack([xx * 4, yy * 4, (xx + yy) * 2], axis=-1).astype(np.uint8)
-    out = codec.reconstruct(codec.parse(codec.encode(image).data), 0)
+    out = codec.decode(codec.encode(image).data, image.shape[:2], 0)
     assert out.shape == (64, 64, 3) and out.dtype == np.uint8

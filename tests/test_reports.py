@@ -50,8 +50,10 @@ def _cells(rows: list[dict]) -> pd.DataFrame:
 def test_quality_is_conditional_on_ok_and_failures_have_wilson_intervals():
     cells = _cells(
         [
-            {"ber": 1e-3, "image_id": "a", "status": "ok", "metric.psnr": 30.0, "metric.clean_psnr": 30.5},
-            {"ber": 1e-3, "image_id": "b", "status": "ok", "metric.psnr": 20.0, "metric.clean_psnr": 32.0},
+            {"ber": 1e-3, "image_id": "a", "status": "ok", "metric.psnr": 30.0, "metric.clean_psnr": 30.5}
+            | {"metric.psnr_vs_clean": 40.0},  # 9.5 dB above clean's 30.5: within 1 dB of the clean decode
+            {"ber": 1e-3, "image_id": "b", "status": "ok", "metric.psnr": 20.0, "metric.clean_psnr": 32.0}
+            | {"metric.psnr_vs_clean": 21.0},
             {"ber": 1e-3, "image_id": "c", "status": "crash", "metric.psnr": np.nan, "metric.clean_psnr": np.nan},
             {"ber": 1e-3, "image_id": "d", "status": "exception", "metric.psnr": np.nan, "metric.clean_psnr": np.nan},
         ]
@@ -62,7 +64,7 @@ def test_quality_is_conditional_on_ok_and_failures_have_wilson_intervals():
     assert (s["failure_ci_low"], s["failure_ci_high"]) == pytest.approx(wilson_interval(2, 4))
     assert s["psnr"] == 25.0 and s["psnr_n"] == 2  # failures are not averaged in
     assert s["psnr_drop"] == pytest.approx((0.5 + 12.0) / 2)
-    assert s["within_1db_of_clean"] == 0.5
+    assert s["within_1db_of_clean"] == 0.5 and s["drop_within_1db"] == 0.5
     assert s["bytes_total"] == 100 and s["header_bpp"] == 0.1
 
 
@@ -131,8 +133,9 @@ def test_rd_summary_and_bd_rate():
     bd = tables.bd_rates(rd, "psnr")
     assert len(bd) == 1 and bd.loc[0, "anchor"] == "a" and bd.loc[0, "test"] == "b"
     assert bd.loc[0, "bd_rate_pct"] == pytest.approx(-50.0, abs=0.5)
-    one_point = tables.bd_rates(rd[rd["codec"].isin(["a@1", "a@2", "b@1"])], "psnr")
-    assert math.isnan(one_point.loc[0, "bd_rate_pct"]) and "two rate points" in one_point.loc[0, "note"]
+    assert bd.loc[0, "bd_quality"] > 0 and bd.loc[0, "bd_quality_unit"] == "dB"  # BD-PSNR beside BD-rate
+    one_point, notes = tables.bd_table(rd[rd["codec"].isin(["a@1", "a@2", "b@1"])], ("psnr",))
+    assert one_point.empty and len(notes) == 1 and "two usable rate points" in notes[0] and "b (d" in notes[0]
 
 
 def test_level_value_and_axis():
@@ -180,6 +183,27 @@ def test_suite_run_writes_the_report(small_run):
     assert "## Summary" in md and "![grid](report/grid.png)" in md
     for name in ("summary", "per_image", "rd", "bd_rate", "threshold"):
         assert (out / "report" / f"{name}.csv").is_file()
+
+
+def test_report_leads_with_headline_and_figures_then_tables_and_readable_provenance(small_run):
+    import re
+
+    out, _ = small_run
+    page = (out / "report.html").read_text()
+    heads = ["<h2>Headline", "<h2>Figures</h2>", "<h2>Summary</h2>", "<h2>Threshold", "<h2>Provenance</h2>"]
+    order = [page.index(h) for h in heads]
+    assert order == sorted(order)  # old code: no headline, figures after every table
+    assert page.index("<img ") < page.index("<h2>Summary</h2>")
+    assert page[page.index("<h2>Summary</h2>") :].startswith('<h2>Summary</h2><div class="scroll"><table')
+    prov = page[page.index("<h2>Provenance</h2>") :].split("</table>")[0]
+    values = re.findall(r"<td>(.*?)</td>", prov, re.S)
+    assert values and not any(v.lstrip().startswith(("{", "[{", "[&quot;")) for v in values)  # no JSON blobs
+    assert "packages.numpy" in prov and "datasets[0].name" in prov and "datasets[0].images[0].sha256" in prov
+    md = (out / "report.md").read_text()
+    assert md.index("## Headline") < md.index("## Figure: failure_rate") < md.index("## Summary")
+    assert "<b>" not in md and 'j2k &lt;b&gt;&amp;"x"@0.5bpp' in md  # escaped in Markdown as in HTML
+    files = list((out / "compressai").glob("*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["results"]["bpp"]
 
 
 def test_grid_redecodes_exactly_what_the_run_decoded(small_run):

@@ -10,6 +10,15 @@
 subprocess that may crash or hang. Whatever ``parse`` returns crosses a process boundary: keep it to
 NumPy arrays and plain Python values.
 
+Sizes read from untrusted bytes never reach an allocation unchecked: ``parse`` receives the original image's
+``size`` and must refuse (``InvalidOutput``) a header that declares other dimensions before decoding anything,
+and :meth:`Codec.parse_checked` (what the isolated worker calls) refuses a state larger than
+:meth:`Codec.max_state_bytes`, so the main process never receives an array bigger than the expected output.
+
+``reconstruct`` may return uint8 (decoders that produce integers) or float pixel values in [0, 255];
+:meth:`Codec.decode_state` checks the float output (NaN/inf, range) *before* the cast, so a plugin cannot
+turn NaN into plausible uint8 pixels.
+
 Latent corruptions act at the codec's declared ``hooks``: ``reconstruct`` calls ``hook(name, array)`` at
 each hook point (e.g. RDEIC's ``y_hat`` on entry, ``c_latent`` and ``guide_hint`` mid-way) and continues
 with what it returns. The output has the codec's ``decoded_shape`` (padding included); the harness checks
@@ -19,6 +28,7 @@ it and crops to the original size before any metric.
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +49,17 @@ BUILTIN_SCOPES = ("all", "payload", "header")
 
 class CodecError(ValueError):
     """Bad codec options or an unusable input image (a user error, reported before any work)."""
+
+
+class CodecUnusable(CodecError):
+    """The codec itself cannot run (bad or missing weights, a broken native library): not a refusal of one
+    image. Stops the run with one line instead of skipping every image."""
+
+
+class InvalidOutput(Exception):
+    """What a stream declares or decodes to is impossible for this codec config and image: other dimensions
+    than the original's, a state larger than the output could need, NaN/inf or out-of-range pixels. Raised by
+    ``parse`` (in the worker, before any allocation) or by ``decode_state``; recorded as ``invalid_output``."""
 
 
 @dataclass(frozen=True)
@@ -157,13 +178,53 @@ class Codec(ABC):
         raise CodecError(f"{self.name} cannot match a target rate per image")
 
     @abstractmethod
-    def parse(self, data: bytes) -> DecodedState:
-        """Untrusted half of decoding: bytes (possibly corrupted) to decoded state. Runs isolated."""
+    def parse(self, data: bytes, size: tuple[int, int]) -> DecodedState:
+        """Untrusted half of decoding: bytes (possibly corrupted) to decoded state. Runs isolated.
+
+        ``size`` is the original image's (height, width): every dimension, count or length the stream
+        declares must be checked against what it and the codec config allow *before* it sizes an allocation;
+        raise :class:`InvalidOutput` for a stream that declares another image."""
 
     @abstractmethod
     def reconstruct(self, state: DecodedState, decode_seed: int, hook: LatentHook | None = None) -> np.ndarray:
-        """Trusted half of decoding: state to the uint8 image of ``decoded_shape`` a user would see,
-        passing each hook point's array through ``hook`` when given."""
+        """Trusted half of decoding: state to the image of ``decoded_shape`` a user would see (uint8, or float
+        pixel values in [0, 255] that :meth:`decode_state` checks and casts), passing each hook point's array
+        through ``hook`` when given."""
+
+    #: How :meth:`decode_state` turns float pixel values into uint8: ``round`` (half to even) or ``truncate``.
+    output_rounding: str = "round"
+
+    def warm(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Load what ``parse`` needs (weights, native extensions) ahead of time. Decode workers call it when
+        they build the codec, outside any cell's deadline, so a deadline measures parsing only."""
+
+    def max_state_bytes(self, size: tuple[int, int]) -> int:
+        """Upper bound on the bytes of the arrays ``parse`` may return for an original of ``size``: by default
+        8 bytes per value of the decoded output (float64 of the whole padded image)."""
+        return 8 * math.prod(self.decoded_shape(*size))
+
+    def parse_checked(self, data: bytes, size: tuple[int, int]) -> DecodedState:
+        """``parse`` plus the size guard the isolated worker applies before a state crosses to the main
+        process: a state larger than :meth:`max_state_bytes` is refused (``InvalidOutput``)."""
+        state = self.parse(data, size)
+        total = sum(v.nbytes for v in state.values() if isinstance(v, np.ndarray))
+        limit = self.max_state_bytes(size)
+        if total > limit:
+            raise InvalidOutput(
+                f"decoded state of {total} bytes exceeds the {limit} bytes an image of {size[0]}x{size[1]} allows"
+            )
+        return state
+
+    def decode_state(
+        self, state: DecodedState, decode_seed: int, hook: LatentHook | None = None, size: tuple[int, int] | None = None
+    ) -> np.ndarray:
+        """``reconstruct`` plus the output checks every plugin gets: float output must be finite and within
+        [0, 255] before it is cast (with :attr:`output_rounding`), the result must be uint8 of
+        ``decoded_shape(*size)`` when ``size`` is given. Raises :class:`InvalidOutput` otherwise."""
+        return to_output(self.reconstruct(state, decode_seed, hook), self.output_rounding, self._shape(size))
+
+    def _shape(self, size: tuple[int, int] | None) -> tuple[int, ...] | None:
+        return None if size is None else self.decoded_shape(*size)
 
     def stage_timings(self) -> dict[str, float]:
         """Seconds per stage of the latest ``reconstruct`` (e.g. each denoising step), stored with the cell."""
@@ -173,9 +234,10 @@ class Codec(ABC):
         """Shape ``reconstruct`` returns for an original of ``height`` x ``width`` (codecs that pad say so)."""
         return (height, width, 3)
 
-    def decode(self, data: bytes, decode_seed: int = 0) -> np.ndarray:
-        """Both halves in-process: only for bytes the harness produced itself (clean streams)."""
-        return self.reconstruct(self.parse(data), decode_seed)
+    def decode(self, data: bytes, size: tuple[int, int], decode_seed: int = 0) -> np.ndarray:
+        """Both halves in-process (checked uint8 of ``decoded_shape(*size)``): only for bytes the harness
+        produced itself (clean streams)."""
+        return self.decode_state(self.parse_checked(data, size), decode_seed, size=size)
 
 
 def check_image(image: np.ndarray) -> np.ndarray:
@@ -186,7 +248,7 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def check_output(image: object, shape: tuple[int, ...]) -> str | None:
+def check_output(image: object, shape: tuple[int, ...] | None) -> str | None:
     """Why a reconstruction is not a valid image of ``shape`` (None when it is): the ``invalid_output``
     message. Decoders that "succeed" with garbage shapes or NaN are failures, not low-quality successes."""
     if not isinstance(image, np.ndarray):
@@ -195,9 +257,27 @@ def check_output(image: object, shape: tuple[int, ...]) -> str | None:
         if np.issubdtype(image.dtype, np.floating) and not np.all(np.isfinite(image)):
             return f"non-finite values (NaN/inf) in a {image.dtype} output"
         return f"dtype {image.dtype}, expected uint8"
-    if image.shape != shape:
+    if shape is not None and image.shape != shape:
         return f"shape {image.shape}, expected {shape}"
     return None
+
+
+def to_output(image: object, rounding: str = "round", shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """The uint8 image a user would see, from a plugin's uint8 or float [0, 255] output; raises
+    :class:`InvalidOutput` for NaN/inf or out-of-range floats (checked *before* the cast: NaN cast to uint8 is
+    an arbitrary plausible pixel), other dtypes, or a shape other than ``shape``."""
+    if isinstance(image, np.ndarray) and np.issubdtype(image.dtype, np.floating):
+        if not np.all(np.isfinite(image)):
+            raise InvalidOutput(f"non-finite values (NaN/inf) in a {image.dtype} output")
+        if image.size and (image.min() < 0 or image.max() > 255):
+            raise InvalidOutput(f"pixel values outside [0, 255] ({image.min():.4g}..{image.max():.4g})")
+        if rounding not in ("round", "truncate"):
+            raise ValueError(f"output rounding must be round or truncate, got {rounding!r}")
+        image = (np.round(image) if rounding == "round" else image).astype(np.uint8)  # astype truncates
+    problem = check_output(image, shape)
+    if problem:
+        raise InvalidOutput(problem)
+    return image  # type: ignore[return-value]
 
 
 def create_codec(name: str, **overrides: Any) -> Codec:

@@ -14,6 +14,13 @@ glymur does not expose the decoder mode, so ``parse`` sets it through OpenJPEG's
 
 Segments: ``header`` is the main header (SOC up to, not including, the first SOT marker); ``payload`` is
 everything after it (tile-part headers and packet data).
+
+Untrusted sizes: before OpenJPEG sees a stream, ``parse`` reads its SIZ and COD marker segments (ITU-T T.800
+§A.5.1, §A.6.1) and refuses (``InvalidOutput``) one whose image size, offsets, tiling, component count, bit
+depth, subsampling, layer count, decomposition levels or code-block size differ from what this configuration
+writes for the original image: a corrupted SIZ can otherwise declare a 330 x 2,097,652 image that OpenJPEG
+allocates (10-15 GB). The receiver is assumed to know the session parameters (image size and configuration),
+as the application of a known stream type does.
 """
 
 from __future__ import annotations
@@ -31,11 +38,21 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from harness.codecs.base import Bitstream, Codec, CodecError, DecodedState, LatentHook, check_image
+from harness.codecs.base import (
+    Bitstream,
+    Codec,
+    CodecError,
+    DecodedState,
+    InvalidOutput,
+    LatentHook,
+    check_image,
+)
 from harness.openjpeg import import_glymur, openjpeg_version
 
 SOC = 0xFF4F
 SOT = 0xFF90
+SIZ = 0xFF51
+COD = 0xFF52
 
 
 def main_header_length(data: bytes) -> int:
@@ -51,6 +68,29 @@ def main_header_length(data: bytes) -> int:
             raise CodecError(f"malformed main header at byte {pos}")
         pos += 2 + length
     raise CodecError("no SOT marker after the main header")
+
+
+class MalformedStream(ValueError):
+    """A main header that cannot be walked (no SOC, a marker segment running past the data, no SOT): the decoder
+    refuses the stream, as OpenJPEG would (status ``exception``)."""
+
+
+def main_header_segments(data: bytes) -> dict[int, bytes]:
+    """The main header's marker segments (marker -> body after the length field), first occurrence each;
+    raises ``MalformedStream`` for a main header that cannot be walked (the stream is damaged)."""
+    if len(data) < 4 or struct.unpack(">H", data[:2])[0] != SOC:
+        raise MalformedStream("not a J2K codestream (no SOC marker)")
+    found: dict[int, bytes] = {}
+    pos = 2
+    while pos + 4 <= len(data):
+        marker, length = struct.unpack(">HH", data[pos : pos + 4])
+        if marker == SOT:
+            return found
+        if marker >> 8 != 0xFF or length < 2 or pos + 2 + length > len(data):
+            raise MalformedStream(f"malformed main header at byte {pos}")
+        found.setdefault(marker, bytes(data[pos + 4 : pos + 2 + length]))
+        pos += 2 + length
+    raise MalformedStream("no SOT marker after the main header")
 
 
 class JPEG2000(Codec):
@@ -119,19 +159,49 @@ class JPEG2000(Codec):
 
     @property
     def min_side(self) -> int:
-        """Smallest image side (px) this configuration can encode: 2^(numres-1) (read by the planner, which
-        records smaller images as skipped instead of failing the run)."""
-        return 2 ** (self.options.numres - 1)
+        """Smallest image side (px) this configuration can encode: 2^(numres-1), and the tile size when tiled
+        (OpenJPEG refuses a tile larger than the image). Read by the planner, which records smaller images as
+        skipped instead of failing the run."""
+        return max(2 ** (self.options.numres - 1), self.options.tile_size or 0)
 
     def _check_size(self, image: np.ndarray) -> np.ndarray:
         image = check_image(image)
-        side = min(image.shape[:2]) if not self.options.tile_size else self.options.tile_size
-        if side < 2 ** (self.options.numres - 1):
+        side = min(image.shape[:2])
+        if side < self.min_side:
             raise CodecError(
-                f"jpeg2000: image/tile side {side} px too small for numres={self.options.numres} "
-                f"(needs >= {2 ** (self.options.numres - 1)})"
+                f"jpeg2000: image side {side} px too small for numres={self.options.numres}"
+                + (f" and {self.options.tile_size} px tiles" if self.options.tile_size else "")
+                + f" (needs >= {self.min_side})"
             )
         return image
+
+    def check_header(self, data: bytes, size: tuple[int, int]) -> None:
+        """Refuse a main header whose SIZ/COD differ from what this configuration writes for an original of
+        ``size`` = (height, width) (``InvalidOutput``: the decode would have another shape or coding), or that
+        cannot be walked (``MalformedStream``): checked before OpenJPEG allocates anything."""
+        o, (height, width) = self.options, size
+        segments = main_header_segments(data)
+        siz, cod = segments.get(SIZ), segments.get(COD)
+        if siz is None or len(siz) < 36:
+            raise MalformedStream("main header has no complete SIZ marker segment")
+        _rsiz, xsiz, ysiz, xo, yo, xt, yt, xto, yto, csiz = struct.unpack(">HIIIIIIIIH", siz[:36])
+        tile = (o.tile_size, o.tile_size) if o.tile_size else (width, height)
+        found = {"image": (xsiz - xo, ysiz - yo), "offsets": (xo, yo, xto, yto), "tile": (xt, yt), "components": csiz}
+        wanted = {"image": (width, height), "offsets": (0, 0, 0, 0), "tile": tile, "components": 3}
+        for what, value in found.items():
+            if value != wanted[what]:
+                raise InvalidOutput(f"SIZ declares {what} {value}, this configuration writes {wanted[what]}")
+        if len(siz) != 36 + 3 * csiz or any(siz[36 + 3 * i : 39 + 3 * i] != b"\x07\x01\x01" for i in range(csiz)):
+            raise InvalidOutput("SIZ declares components other than 8-bit unsigned, unsubsampled")
+        if cod is None or len(cod) < 10:
+            raise MalformedStream("main header has no complete COD marker segment")
+        layers, levels, xcb, ycb = struct.unpack(">H", cod[2:4])[0], cod[5], cod[6], cod[7]
+        block = (o.codeblock or 64).bit_length() - 3  # code-block size exponent minus 2 (T.800 Table A.18)
+        found = {"layers": layers, "decomposition levels": levels, "code-block exponents": (xcb, ycb)}
+        wanted = {"layers": o.layers, "decomposition levels": o.numres - 1, "code-block exponents": (block, block)}
+        for what, value in found.items():
+            if value != wanted[what]:
+                raise InvalidOutput(f"COD declares {what} {value}, this configuration writes {wanted[what]}")
 
     @staticmethod
     def _bitstream(data: bytes) -> Bitstream:
@@ -217,8 +287,10 @@ class JPEG2000(Codec):
         finally:
             opj.setup_decoder = original
 
-    def parse(self, data: bytes) -> DecodedState:
-        # glymur reads files only; a private temp file per call keeps parallel workers apart.
+    def parse(self, data: bytes, size: tuple[int, int]) -> DecodedState:
+        self.check_header(data, size)
+        # glymur reads files only; a private temp file per call keeps parallel workers apart. Its random name
+        # must not reach a stored message (the same command must give the same rows): it is replaced.
         fd, path = tempfile.mkstemp(prefix="harness-j2k-", suffix=".j2k")
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -226,10 +298,21 @@ class JPEG2000(Codec):
             # OpenJPEG reports damage as Python warnings too; the outcome (array or exception) is what counts
             with self._decoder_mode(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                image = self._glymur.Jp2k(path)[:]
+                image = np.asarray(self._glymur.Jp2k(path)[:])
+        except Exception as exc:
+            if path not in str(exc):
+                raise
+            try:  # same exception type, reproducible message
+                scrubbed = type(exc)(str(exc).replace(path, "<stream>.j2k"))
+            except Exception:
+                raise exc from None
+            raise scrubbed from None
         finally:
             os.unlink(path)
-        return {"image": np.asarray(image)}
+        expected = self.decoded_shape(*size)
+        if image.shape != expected or image.dtype != np.uint8:
+            raise InvalidOutput(f"decoded {image.dtype} {image.shape}, expected uint8 {expected}")
+        return {"image": image}
 
     def reconstruct(self, state: DecodedState, decode_seed: int, hook: LatentHook | None = None) -> np.ndarray:
         return state["image"]

@@ -1,5 +1,7 @@
 """``evaluate.py metrics check``: which metrics this machine can compute, and the weight files the others
-need (with the exact paths to put them at). Checks files only: builds nothing and downloads nothing."""
+need (with the exact paths to put them at). Checks files only: builds nothing and downloads nothing. A weight
+file that cannot be read (permissions, a broken mount) is reported as MISSING with the reason, never a
+traceback. The codecs' own weights are checked by ``evaluate.py weights check``."""
 
 from __future__ import annotations
 
@@ -12,7 +14,18 @@ from harness.registry import METRICS
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["check"], help="check: list metrics and whether they can be computed")
-    parser.add_argument("--metric", action="append", default=[], help="only this metric (repeatable)")
+    parser.add_argument(
+        "--metric", action="append", default=[], help="only this metric (repeatable, or comma-separated)"
+    )
+
+
+def _availability(check, *args) -> tuple[bool, str]:
+    """``check(*args)``, with a weight file that cannot be read reported as a reason, not raised."""
+    try:
+        return check(*args)
+    except OSError as exc:
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        return False, f"cannot read a weight file{where}: {exc.strerror or exc} (fix its permissions or fetch it again)"
 
 
 def report(names: list[str], names_given: bool = False) -> tuple[str, bool]:
@@ -21,7 +34,7 @@ def report(names: list[str], names_given: bool = False) -> tuple[str, bool]:
     lines = [f"TORCH_HOME = {torch_home()}"]
     all_ok = True
     for name in names:
-        usable, why = availability(name)
+        usable, why = _availability(availability, name)
         all_ok &= usable
         lines.append(f"{'ok ' if usable else 'MISSING'} {name:<12} {describe(name)}")
         lines.append(f"{'':8}{'uses' if usable else 'why'}: {why}")
@@ -29,18 +42,19 @@ def report(names: list[str], names_given: bool = False) -> tuple[str, bool]:
         from reports.distribution import MIN_PATCHES_FID, MIN_PATCHES_KID
         from reports.distribution import availability as set_availability
 
-        usable, why = set_availability()
+        usable, why = _availability(set_availability)
         lines.append(
             f"{'ok ' if usable else 'MISSING'} {'fid, kid':<12} set metrics on 256 px patches (HiFiC protocol), "
             f"per group via `evaluate.py report RUN_DIR --distribution`; at least {MIN_PATCHES_FID} (FID) / "
             f"{MIN_PATCHES_KID} (KID) patches per set"
         )
         lines.append(f"{'':8}{'uses' if usable else 'why'}: {why}")
+        lines.append("codec weights (RDEIC, RDEIC-tiny): evaluate.py weights check")
     return "\n".join(lines), all_ok
 
 
 def run(args: argparse.Namespace) -> int:
-    names = args.metric or METRICS.names()
+    names = [n.strip() for item in args.metric for n in item.split(",") if n.strip()] or METRICS.names()
     for name in names:
         METRICS.get(name)  # unknown names raise with suggestions (exit 2)
     text, all_ok = report(names, names_given=bool(args.metric))

@@ -3,7 +3,8 @@ which is deliberately *not* a Python package: a package of that name would shado
 
 Every image carries the sha256 of its decoded pixels; cells are keyed by that, never by file name.
 
-- :mod:`.base`: ``ImageEntry``, the ``Dataset`` contract, decoding with documented conversions, subsets;
+- :mod:`.base`: ``ImageEntry``, the ``Dataset`` contract, subsets; :mod:`.decode`: decoding to uint8 RGB by
+  what each file declares (bit depth, maxval, alpha, orientation), the conversion rules, ``max_pixels``;
 - :mod:`.stores`: folder / zip / parquet / HDF5 / hub readers (indexed lazily);
 - :mod:`.loaders`: the card-described datasets (EuroSAT, TU-Berlin, Galaxy10, Kodak, CLIC, Tecnick, LSDIR,
   generic ``folder``); :mod:`.samples`: the bundled samples; :mod:`.standins`: offline domain stand-ins;
@@ -24,6 +25,7 @@ from harness.datasets.base import (
     read_card,
     stratified_subset,
 )
+from harness.datasets.decode import Decoded
 from harness.datasets.samples import BundledSamples
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "BundledSamples",
     "Dataset",
     "DatasetError",
+    "Decoded",
     "ImageEntry",
     "cache_root",
     "class_counts",

@@ -5,38 +5,38 @@ conversions, and the sha256 of those pixels (what cells are keyed by; never the 
 
     Dataset.index()  -> [ImageEntry]      sorted, cheap: ids, labels, splits (sha256 "" until decoded)
     Dataset.read(e)  -> uint8 HxWx3       decode_image(): the conversions below, or DatasetError
-    Dataset.resolve(e) -> ImageEntry       + sha256 of the decoded pixels, width, height, conversion
+    Dataset.decode(e) -> Decoded          pixels + conversion + EXIF orientation applied
+    Dataset.resolve(e) -> ImageEntry       + sha256 of the decoded pixels, width, height, conversion, orientation
     Dataset.load(e)  -> uint8 HxWx3       read + check the pixels still hash to e.sha256
 
-Conversions applied by :func:`decode_image` (recorded in ``ImageEntry.conversion``):
+Conversions applied by :func:`decode_image` follow what the file declares (mode, bit depth, maxval, alpha,
+orientation tag), never its pixel values; the rules are tabled in :mod:`harness.datasets.decode`. In short:
+N-bit samples -> round(v*255/(2**N-1)) (PGM/PPM: the header's maxval), never truncated; gray and bilevel
+replicated; palette through the palette; alpha composited on white; CMYK, YCbCr, LAB, HSV by Pillow; float and
+signed samples refused; EXIF orientation applied for every format. The steps are recorded in
+``ImageEntry.conversion`` and the applied orientation in ``ImageEntry.orientation``.
 
-- grayscale ``L`` / bilevel ``1`` -> RGB by replication (R = G = B);
-- palette ``P`` -> RGB through its palette (with transparency: as alpha, below);
-- alpha (``RGBA``, ``LA``, ``PA``, palette transparency) -> composited on white, alpha dropped;
-- ``CMYK`` -> RGB by Pillow's arithmetic conversion (no ICC colour management);
-- 16-bit grayscale (``I;16*``, ``I``) -> 8-bit by round(v / 257), then replicated;
-- 16-bit RGB PNGs are reduced to 8 bits by Pillow itself when it opens them (it keeps the high byte);
-- ``YCbCr``, ``LAB``, ``HSV`` -> RGB by Pillow; float ``F`` images are refused (no agreed scale).
-
-EXIF orientation is not applied: pixels are used as stored. Empty, truncated and unreadable files, and
-images above ``max_pixels`` (checked from the header before decoding), are a :class:`DatasetError` for that
-image; loaders and the runner record it per image and go on with the rest.
+Empty, truncated and unreadable files, and images above ``max_pixels`` (checked from the header before
+decoding; it also sets Pillow's own decompression-bomb limit for the call), are a :class:`DatasetError` for that
+image; loaders and the runner record it and go on with the rest.
 """
 
 from __future__ import annotations
 
 import inspect
-import io
 import os
 import tomllib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from harness.hashing import key_of, pixels_sha256
+
+if TYPE_CHECKING:
+    from harness.datasets.decode import Decoded
 
 #: Images above this many pixels are refused before decoding (about 8192 x 8192), unless a suite raises it.
 DEFAULT_MAX_PIXELS = 67_108_864
@@ -91,6 +91,7 @@ class ImageEntry:
     original_sha256: str | None = None  # the decoded pixels before preprocessing (None: same as sha256)
     original_width: int | None = None
     original_height: int | None = None
+    orientation: int | None = None  # EXIF orientation applied when decoding (1 = none); None: not decoded here
 
     @property
     def original_size(self) -> tuple[int, int]:
@@ -112,69 +113,20 @@ class ImageEntry:
             row["index"] = self.index
         if self.conversion:
             row["conversion"] = self.conversion
+        if self.orientation is not None:
+            row["orientation"] = self.orientation
         return row
 
 
 def decode_image(
     source: str | Path | bytes, name: str = "", max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> tuple[np.ndarray, str]:
-    """Decode a file path or encoded bytes to uint8 HxWx3 plus the conversion applied ("" if none)."""
-    from PIL import Image, UnidentifiedImageError
+    """Decode a file path or encoded bytes to uint8 HxWx3 plus the conversion applied ("" if none); see
+    :func:`harness.datasets.decode.decode` for the orientation too."""
+    from harness.datasets.decode import decode
 
-    where = name or str(source if not isinstance(source, bytes) else "<bytes>")
-    if isinstance(source, bytes):
-        if not source:
-            raise DatasetError(f"cannot read image {where}: empty (0 bytes)")
-        fh: Any = io.BytesIO(source)
-    else:
-        try:
-            if Path(source).stat().st_size == 0:
-                raise DatasetError(f"cannot read image {where}: empty file (0 bytes)")
-        except OSError as exc:
-            raise DatasetError(f"cannot read image {where}: {exc.strerror or exc}") from None
-        fh = source
-    try:
-        with Image.open(fh) as im:
-            w, h = im.size
-            if max_pixels is not None and w * h > max_pixels:
-                raise DatasetError(
-                    f"image {where} is {w}x{h} = {w * h} px, above max_pixels = {max_pixels}; "
-                    "raise max_pixels for this dataset in the suite if it is meant to be used"
-                )
-            im.load()
-            return _to_rgb(im, where)
-    except DatasetError:
-        raise
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        raise DatasetError(f"cannot read image {where}: {exc}") from None
-    except Image.DecompressionBombError as exc:
-        raise DatasetError(f"image {where}: {exc}") from None
-
-
-def _to_rgb(im: Any, where: str) -> tuple[np.ndarray, str]:
-    mode = im.mode
-    if mode == "RGB":
-        return np.asarray(im, dtype=np.uint8).copy(), ""
-    if mode in ("L", "1"):
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy(), f"{mode}->RGB (replicated)"
-    if mode.startswith("I;16") or mode == "I":
-        a = np.asarray(im).astype(np.float64)
-        if mode == "I" and a.max(initial=0) <= 255:
-            g = a.clip(0, 255).astype(np.uint8)
-            return np.repeat(g[..., None], 3, axis=2), "I->RGB (8-bit values, replicated)"
-        g = np.rint(a.clip(0, 65535) / 257.0).astype(np.uint8)
-        return np.repeat(g[..., None], 3, axis=2), f"{mode}->RGB (16-bit, round(v/257), replicated)"
-    if mode == "F":
-        raise DatasetError(f"cannot read image {where}: 32-bit float images (mode F) have no agreed 8-bit scale")
-    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info)
-    if has_alpha:
-        rgba = np.asarray(im.convert("RGBA"), dtype=np.float64)
-        alpha = rgba[..., 3:4] / 255.0
-        rgb = np.rint(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
-        return rgb, f"{mode}->RGB (alpha composited on white)"
-    if mode == "CMYK":
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy(), "CMYK->RGB (Pillow, no ICC)"
-    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy(), f"{mode}->RGB (Pillow)"
+    decoded = decode(source, name, max_pixels)
+    return decoded.pixels, decoded.conversion
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
@@ -204,16 +156,21 @@ class Dataset(ABC):
     def read(self, entry: ImageEntry) -> np.ndarray: ...
 
     def resolve(self, entry: ImageEntry) -> ImageEntry:
-        """The entry with the sha256, size and conversion of its decoded pixels."""
+        """The entry with the sha256, size, conversion and orientation of its decoded pixels."""
         if entry.sha256:
             return entry
-        image, conversion = self.read_with_conversion(entry)
-        return replace(
-            entry, sha256=pixels_sha256(image), width=image.shape[1], height=image.shape[0], conversion=conversion
-        )
+        return with_decoded(entry, self.decode(entry))
+
+    def decode(self, entry: ImageEntry) -> Decoded:
+        """The decoded pixels with the conversion and orientation applied (loaders that decode files override
+        this; generated images have neither)."""
+        from harness.datasets.decode import Decoded
+
+        return Decoded(self.read(entry), entry.conversion, entry.orientation or 1)
 
     def read_with_conversion(self, entry: ImageEntry) -> tuple[np.ndarray, str]:
-        return self.read(entry), entry.conversion
+        decoded = self.decode(entry)
+        return decoded.pixels, decoded.conversion
 
     def load(self, entry: ImageEntry) -> np.ndarray:
         image = self.read(entry)
@@ -226,6 +183,19 @@ class Dataset(ABC):
     def describe(self) -> dict[str, Any]:
         """What a run records about where the images came from."""
         return {"name": self.name, "version": self.version}
+
+
+def with_decoded(entry: ImageEntry, decoded: Decoded) -> ImageEntry:
+    """``entry`` with the hash, size, conversion and orientation of its decoded pixels."""
+    image = decoded.pixels
+    return replace(
+        entry,
+        sha256=pixels_sha256(image),
+        width=image.shape[1],
+        height=image.shape[0],
+        conversion=decoded.conversion,
+        orientation=decoded.orientation,
+    )
 
 
 def stratified_subset(entries: list[ImageEntry], limit: int | None, seed: int) -> list[ImageEntry]:

@@ -32,6 +32,7 @@ from harness.datasets.base import (
     data_root,
     read_card,
 )
+from harness.datasets.decode import Decoded
 from harness.datasets.stores import FolderStore, HDF5Store, HubStore, ParquetStore, Store, ZipStore
 
 
@@ -132,9 +133,9 @@ class StoredDataset(Dataset):
         )
 
     def read(self, entry: ImageEntry) -> np.ndarray:
-        return self.read_with_conversion(entry)[0]
+        return self.decode(entry).pixels
 
-    def read_with_conversion(self, entry: ImageEntry) -> tuple[np.ndarray, str]:
+    def decode(self, entry: ImageEntry) -> Decoded:
         return self.store.read(entry.id, entry.index, self.max_pixels)
 
     def describe(self) -> dict[str, Any]:

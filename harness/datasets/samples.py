@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.datasets.base import Dataset, DatasetError, ImageEntry, data_root, decode_image
+from harness.datasets.base import Dataset, DatasetError, ImageEntry, data_root
+from harness.datasets.decode import Decoded, decode
 
 
 class BundledSamples(Dataset):
@@ -46,7 +47,10 @@ class BundledSamples(Dataset):
         return self.index()
 
     def read(self, entry: ImageEntry) -> np.ndarray:
-        return decode_image(entry.path, max_pixels=self.max_pixels)[0]
+        return self.decode(entry).pixels
+
+    def decode(self, entry: ImageEntry) -> Decoded:
+        return decode(entry.path, max_pixels=self.max_pixels)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "source": str(self.root), "source_kind": "bundled"}

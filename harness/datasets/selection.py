@@ -20,7 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from harness.datasets.base import Dataset, DatasetError, ImageEntry, class_counts, create_dataset, stratified_subset
+from harness.datasets.base import (
+    Dataset,
+    DatasetError,
+    ImageEntry,
+    class_counts,
+    create_dataset,
+    stratified_subset,
+    with_decoded,
+)
 from harness.datasets.partition import Partition
 from harness.hashing import pixels_sha256
 from harness.preprocess import Policy, PolicyError, parse_policy
@@ -109,18 +117,19 @@ def select_images(
             entry, image = ref, None  # pinned by its card: hashed already, verified when loaded
         else:
             try:
-                image, conversion = ds.read_with_conversion(ref)
+                decoded = ds.decode(ref)
             except DatasetError as exc:
                 if ds.pinned:
                     raise
                 skipped.append(_skip(ref, "decode", str(exc)))
                 continue
-            sha = pixels_sha256(image)
-            if ref.sha256 and sha != ref.sha256:
+            image = decoded.pixels
+            entry = with_decoded(ref, decoded)
+            if ref.sha256 and entry.sha256 != ref.sha256:
                 raise DatasetError(f"{ds.name}/{ref.id}: pixels do not match the recorded sha256; the file changed")
-            entry = replace(ref, sha256=sha, width=image.shape[1], height=image.shape[0], conversion=conversion)
         if prepared is not None:
             try:
+                policy.check_size(entry.width, entry.height, getattr(ds, "max_pixels", None))
                 out = policy.apply(image)
             except PolicyError as exc:
                 skipped.append(_skip(entry, "preprocess", str(exc)))

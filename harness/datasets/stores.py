@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.datasets.base import IMAGE_SUFFIXES, DatasetError, decode_image
+from harness.datasets.base import IMAGE_SUFFIXES, DatasetError
+from harness.datasets.decode import Decoded, decode, decode_array, decode_pil, exceeds_max_pixels
 
 Item = tuple[str, str | None, int | None, str]  # id, label, index, split
 
@@ -28,7 +29,7 @@ class Store(ABC):
     def items(self) -> list[Item]: ...
 
     @abstractmethod
-    def read(self, item_id: str, index: int | None, max_pixels: int | None) -> tuple[np.ndarray, str]: ...
+    def read(self, item_id: str, index: int | None, max_pixels: int | None) -> Decoded: ...
 
 
 def _hidden(parts: tuple[str, ...]) -> bool:
@@ -105,8 +106,8 @@ class FolderStore(_TreeStore):
         rels = sorted(PurePosixPath(p.relative_to(self.root).as_posix()) for p in self.root.rglob("*") if p.is_file())
         return [(i, label, None, split) for i, label, split in self._select(rels)]
 
-    def read(self, item_id: str, index: int | None, max_pixels: int | None) -> tuple[np.ndarray, str]:
-        return decode_image(self.root / item_id, item_id, max_pixels)
+    def read(self, item_id: str, index: int | None, max_pixels: int | None) -> Decoded:
+        return decode(self.root / item_id, item_id, max_pixels)
 
 
 class ZipStore(_TreeStore):
@@ -129,12 +130,12 @@ class ZipStore(_TreeStore):
         rels = sorted(PurePosixPath(i.filename) for i in self.zip.infolist() if not i.is_dir())
         return [(i, label, None, split) for i, label, split in self._select(rels)]
 
-    def read(self, item_id: str, index: int | None, max_pixels: int | None) -> tuple[np.ndarray, str]:
+    def read(self, item_id: str, index: int | None, max_pixels: int | None) -> Decoded:
         try:
             data = self.zip.read(item_id)
         except (KeyError, zipfile.BadZipFile, OSError) as exc:
             raise DatasetError(f"cannot read image {item_id} from {self.location}: {exc}") from None
-        return decode_image(data, item_id, max_pixels)
+        return decode(data, item_id, max_pixels)
 
 
 IMAGE_COLUMNS = ("image", "img", "png", "jpg", "image_bytes")
@@ -149,24 +150,23 @@ def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], w
     return next((c for c in candidates if c in columns), None)
 
 
-def _image_value(value: Any, where: str, max_pixels: int | None) -> tuple[np.ndarray, str]:
-    """A hub/parquet image cell: ``{"bytes": ..., "path": ...}`` (datasets' Image feature) or raw bytes."""
+def _image_value(value: Any, where: str, max_pixels: int | None) -> Decoded:
+    """A hub/parquet image cell: ``{"bytes": ..., "path": ...}`` (datasets' Image feature), raw bytes, a decoded
+    PIL image or a pixel array; every kind goes through the same rules (harness.datasets.decode)."""
     if isinstance(value, dict):
         if value.get("bytes"):
-            return decode_image(value["bytes"], where, max_pixels)
+            return decode(value["bytes"], where, max_pixels)
         if value.get("path"):
-            return decode_image(value["path"], where, max_pixels)
+            return decode(value["path"], where, max_pixels)
         raise DatasetError(f"cannot read image {where}: the image cell has neither bytes nor a path")
     if isinstance(value, bytes):
-        return decode_image(value, where, max_pixels)
+        return decode(value, where, max_pixels)
     if value is None:
         raise DatasetError(f"cannot read image {where}: missing (null)")
-    if hasattr(value, "mode"):  # a decoded PIL image
-        import io
-
-        buf = io.BytesIO()
-        value.save(buf, format="PNG")
-        return decode_image(buf.getvalue(), where, max_pixels)
+    if hasattr(value, "mode") and hasattr(value, "getexif"):  # a decoded PIL image
+        return decode_pil(value, where, max_pixels)
+    if isinstance(value, np.ndarray):
+        return decode_array(value, where, max_pixels)
     raise DatasetError(f"cannot read image {where}: unsupported cell type {type(value).__name__}")
 
 
@@ -224,7 +224,7 @@ class ParquetStore(Store):
                 out.append((f"{rel}#{row:06d}", _label(raw, names), row, self.split))
         return sorted(out)
 
-    def read(self, item_id: str, index: int | None, max_pixels: int | None) -> tuple[np.ndarray, str]:
+    def read(self, item_id: str, index: int | None, max_pixels: int | None) -> Decoded:
         rel, _, row_text = item_id.rpartition("#")
         row = int(row_text)
         for f, pf, image_col, _, _ in self.meta:
@@ -261,8 +261,11 @@ def _label(raw: Any, names: list[str] | tuple[str, ...]) -> str | None:
 
 
 class HDF5Store(Store):
-    """An HDF5 file with an ``images`` array (N, H, W, 3) uint8 and a label array (Galaxy10: ``ans``).
-    Only the labels are read up front; each image is read by row when it is needed."""
+    """An HDF5 file with an ``images`` array (N, H, W[, C]) and a label array (Galaxy10: ``ans``, uint8 RGB).
+    Only the labels are read up front; each image is read by row when it is needed, after checking its size
+    against ``max_pixels`` from the array's shape. The array's dtype declares the depth (uint8 as is, other
+    unsigned integers scaled by their range, floats and signed integers refused): see
+    :func:`harness.datasets.decode.decode_array`."""
 
     kind = "h5"
 
@@ -281,9 +284,10 @@ class HDF5Store(Store):
         if images_key not in self.file:
             raise DatasetError(f"{path}: no {images_key!r} dataset; keys: {', '.join(self.file.keys())}")
         self.images = self.file[images_key]
-        if self.images.ndim != 4 or self.images.shape[-1] != 3:
-            raise DatasetError(f"{path}: {images_key!r} has shape {self.images.shape}, expected (N, H, W, 3)")
-        n = self.images.shape[0]
+        shape = self.images.shape
+        if not (len(shape) == 3 or (len(shape) == 4 and shape[-1] in (1, 3, 4))):
+            raise DatasetError(f"{path}: {images_key!r} has shape {shape}, expected (N, H, W) or (N, H, W, 1|3|4)")
+        n = shape[0]
         labels = self.file[labels_key][:] if labels_key in self.file else [None] * n
         if len(labels) != n:
             raise DatasetError(f"{path}: {labels_key!r} has {len(labels)} rows, {images_key!r} has {n}")
@@ -292,14 +296,17 @@ class HDF5Store(Store):
     def items(self) -> list[Item]:
         return [(f"{i:06d}", label, i, "all") for i, label in enumerate(self.labels)]
 
-    def read(self, item_id: str, index: int | None, max_pixels: int | None) -> tuple[np.ndarray, str]:
+    def read(self, item_id: str, index: int | None, max_pixels: int | None) -> Decoded:
         i = int(item_id) if index is None else index
-        image = np.asarray(self.images[i])
-        if image.dtype != np.uint8:
-            if np.issubdtype(image.dtype, np.floating) or image.max(initial=0) > 255:
-                raise DatasetError(f"{self.location}[{i}]: pixels are {image.dtype}, expected uint8")
-            return image.astype(np.uint8), f"{image.dtype}->uint8"
-        return np.ascontiguousarray(image), ""
+        where = f"{self.location}[{i}]"
+        h, w = self.images.shape[1:3]
+        if max_pixels is not None and h * w > max_pixels:  # refused from the shape, before reading the row
+            raise DatasetError(exceeds_max_pixels(where, h * w, max_pixels, (w, h)))
+        try:
+            row = np.asarray(self.images[i])
+        except (OSError, ValueError, IndexError) as exc:
+            raise DatasetError(f"cannot read image {where}: {exc}") from None
+        return decode_array(row, where, max_pixels)
 
 
 class HubStore(Store):
@@ -340,6 +347,6 @@ class HubStore(Store):
     def items(self) -> list[Item]:
         return [(f"{i:06d}", label, i, self.split) for i, label in enumerate(self.labels)]
 
-    def read(self, item_id: str, index: int | None, max_pixels: int | None) -> tuple[np.ndarray, str]:
+    def read(self, item_id: str, index: int | None, max_pixels: int | None) -> Decoded:
         i = int(item_id) if index is None else index
         return _image_value(self.ds[i][self.image_col], f"{self.location}#{i}", max_pixels)

@@ -35,10 +35,10 @@ class TrainImage:
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
+    """The same conversion rules as every dataset loader (harness/datasets/decode.py)."""
+    from harness.datasets.decode import decode
 
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    return decode(path).pixels
 
 
 def bundled_samples(include_held_out: bool = False) -> list[TrainImage]:

@@ -45,7 +45,7 @@ def measure(weights: Path, rate: str, steps: int, image: np.ndarray, seed: int =
 
     codec = create_codec("rdeic", config="tiny", weights=str(weights / f"rdeic-tiny-{rate}.safetensors"), steps=steps)
     bits = codec.encode(image)
-    out = codec.reconstruct(codec.parse(bits.data), seed)[: image.shape[0], : image.shape[1]]
+    out = codec.decode(bits.data, image.shape[:2], seed)[: image.shape[0], : image.shape[1]]
     return {"bpp": 8 * len(bits.data) / (image.shape[0] * image.shape[1]), "psnr": psnr(image, out)}
 
 

@@ -251,7 +251,7 @@ class Validator:
         values, bpps = [], []
         with torch.no_grad():
             for (_, img), data in zip(self.images, self._streams, strict=True):
-                out = codec.reconstruct(codec.parse(data), self.cfg.val_decode_seed)[: img.shape[0], : img.shape[1]]
+                out = codec.decode(data, img.shape[:2], self.cfg.val_decode_seed)[: img.shape[0], : img.shape[1]]
                 values.append(float(self.metric(np.ascontiguousarray(out), img)))
                 bpps.append(8.0 * len(data) / (img.shape[0] * img.shape[1]))
         model.train(was_training)

@@ -15,10 +15,13 @@ float CDF of L+1 entries per index), ``rans_uniform`` (compressai rANS, uniform 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import struct
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +32,8 @@ HEADER_BYTES = 20
 #: Largest hyper-latent grid a file may declare (h_z * w_z): 4096 = a 4096 x 4096-pixel image. Bigger headers
 #: are treated as corrupted rather than allocated.
 MAX_Z_POSITIONS = 4096
+#: compressai's rANS coder flushes its (64-bit) state on every string, so a y string is never shorter than this.
+MIN_Y_STRING = 4
 
 
 class BitstreamError(ValueError):
@@ -73,6 +78,12 @@ def unpack(data: bytes, max_z_positions: int = MAX_Z_POSITIONS) -> Container:
     (lz,) = struct.unpack_from(">I", data, 16 + ly)
     if 20 + ly + lz != len(data):
         raise BitstreamError(f"z string length {lz} does not end the file ({20 + ly + lz} != {len(data)} bytes)")
+    if ly < MIN_Y_STRING or lz < 1:
+        # structurally impossible: rANS always flushes its state, and a grid of >= 1 index codes to >= 1 byte.
+        # (A zero-padded decoder would turn an empty string into a plausible all-zero latent: refuse it here.)
+        raise BitstreamError(
+            f"y string of {ly} bytes or z string of {lz} bytes: a valid file has >= {MIN_Y_STRING} and >= 1"
+        )
     return Container(h_z, w_z, bytes(data[16 : 16 + ly]), bytes(data[20 + ly :]))
 
 
@@ -80,8 +91,11 @@ def unpack(data: bytes, max_z_positions: int = MAX_Z_POSITIONS) -> Container:
 def import_torchac():
     """torchac compiles a C++ extension on first import; keep its build cache inside the environment."""
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+    if "torchac" in sys.modules:
+        return sys.modules["torchac"]
     try:
-        import torchac
+        with _quiet_fds() as captured:  # torch's extension loader runs ninja, which prints to fd 1 every time
+            import torchac
     except ImportError as exc:
         raise RuntimeError(
             "the official z coder needs torchac 0.9.3, which compiles a C++ extension on first import: "
@@ -91,9 +105,31 @@ def import_torchac():
     except Exception as exc:  # build failures surface as RuntimeError/CalledProcessError from torch's loader
         raise RuntimeError(
             f"torchac could not build its C++ extension (needs ninja and a C++ compiler; cache dir "
-            f"{os.environ['TORCH_EXTENSIONS_DIR']}): {exc}"
+            f"{os.environ['TORCH_EXTENSIONS_DIR']}): {exc}; build output: {captured.get('text', '')[-2000:]}"
         ) from exc
     return torchac
+
+
+@contextlib.contextmanager
+def _quiet_fds() -> Iterator[dict[str, str]]:
+    """Send file descriptors 1 and 2 (what subprocesses such as ninja write to) to a temporary file; what was
+    written is in the yielded dict's ``text`` afterwards."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    captured: dict[str, str] = {}
+    with tempfile.TemporaryFile(mode="w+") as sink:
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield captured
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            captured["text"] = sink.read()
 
 
 def uniform_float_cdf(h_z: int, w_z: int, levels: int):

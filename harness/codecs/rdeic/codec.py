@@ -9,7 +9,11 @@
                   -> (x+1)/2, clamp, x255 -> truncate (official) or round -> uint8, padded shape
 
 Latents that are non-finite or beyond ``LATENT_BOUND`` (|value| > 1e4, in latent units) are refused before any
-diffusion: ``reconstruct`` then returns a float array of NaN, which the harness records as ``invalid_output``.
+diffusion (``InvalidOutput``, recorded as ``invalid_output``). A header whose hyper-latent grid differs from the
+one the original image's padded size gives is refused by ``parse`` before anything is decoded, and so is a
+structurally impossible file (an empty y or z string: ``BitstreamError``, recorded as ``exception``).
+``reconstruct`` returns float pixel values (the official (x+1)/2, clamp, x255); the base class checks them and
+casts with ``rounding`` (truncate, as the official code does, or round).
 The compression module always runs on the CPU (encoder side and decoder side), because the rANS tables depend
 on entropy parameters that must be bit-identical on both sides; the VAE and the diffusion run on ``device``.
 Weights: ``sd_ckpt`` + ``rdeic_ckpt`` (official files), or ``weights`` (our merged .safetensors), or random
@@ -28,7 +32,17 @@ from typing import Any
 
 import numpy as np
 
-from harness.codecs.base import Bitstream, Codec, CodecError, CodecSpec, DecodedState, LatentHook, check_image
+from harness.codecs.base import (
+    Bitstream,
+    Codec,
+    CodecError,
+    CodecSpec,
+    DecodedState,
+    InvalidOutput,
+    LatentHook,
+    check_image,
+    to_output,
+)
 from harness.codecs.rdeic.bitstream import Z_CODINGS
 from harness.hashing import key_of
 
@@ -100,14 +114,15 @@ class RDEIC(Codec):
             from harness.codecs.rdeic.checkpoint import missing_weights_message
 
             raise CodecError(missing_weights_message("both sd_ckpt and rdeic_ckpt are needed"))
-        for path in (o.sd_ckpt, o.rdeic_ckpt, o.weights):
-            if path is not None and not Path(path).is_file():
-                from harness.codecs.rdeic.checkpoint import missing_weights_message
+        from harness.codecs.rdeic.checkpoint import check_weights_file
 
-                raise CodecError(missing_weights_message(f"no file at {path!r}"))
+        for role in ("sd_ckpt", "rdeic_ckpt", "weights"):  # one line each: missing, empty, a directory, truncated,
+            if getattr(o, role) is not None:  # not a checkpoint (reads the first bytes and headers only)
+                check_weights_file(getattr(o, role), role)
         if self.random_weights:
             # Random weights decode to noise: the clean-quality control cannot apply (plumbing runs only).
             self.clean_psnr_floor_db = -math.inf
+        self.output_rounding = o.rounding
         self.model_config = PRESETS[o.config]
         self.adapter_record: dict[str, Any] | None = None
         if o.adapter is not None:
@@ -191,6 +206,19 @@ class RDEIC(Codec):
     def decoded_shape(self, height: int, width: int) -> tuple[int, int, int]:
         return (pad_to(height), pad_to(width), 3)
 
+    def z_grid(self, height: int, width: int) -> tuple[int, int]:
+        """The hyper-latent grid (h_z, w_z) an original of ``height`` x ``width`` is coded with (padded / 64)."""
+        return pad_to(height) // 64, pad_to(width) // 64
+
+    def warm(self) -> None:
+        """What a decode worker needs before its first parse: the compression module (weights, CDF tables)
+        and, for the official z coder, torchac's compiled extension."""
+        self.compression()
+        if self.options.z_coding == "torchac":
+            from harness.codecs.rdeic.bitstream import import_torchac
+
+            import_torchac()
+
     # -- weights --------------------------------------------------------------------------------------------
     def _state(self, prefixes: tuple[str, ...] | None):
         """The merged official (or safetensors) state restricted to ``prefixes``, ready for a strict load."""
@@ -198,13 +226,13 @@ class RDEIC(Codec):
 
         o = self.options
         if o.weights:
-            merged, notes = read_state_dict(o.weights, prefixes), []
+            merged, notes = read_state_dict(o.weights, prefixes, role="weights"), []
         else:
-            cc = read_state_dict(o.rdeic_ckpt, None)
+            cc = read_state_dict(o.rdeic_ckpt, None, role="rdeic_ckpt")
             wants_sd = prefixes is None or any(
                 not p.startswith(("control_model.", "preprocess_model.")) for p in prefixes
             )
-            sd = read_state_dict(o.sd_ckpt, None) if wants_sd else {}
+            sd = read_state_dict(o.sd_ckpt, None, role="sd_ckpt") if wants_sd else {}
             merged, notes = merge_official(sd, cc, self._expected_shapes())
             if prefixes is not None:
                 merged = {k: v for k, v in merged.items() if k.startswith(prefixes)}
@@ -256,6 +284,8 @@ class RDEIC(Codec):
                         comp = build_compression(self.model_config, self.options.random_seed)
                     comp = comp.to_empty(device="cpu")
                     state, _ = self._state(("preprocess_model.",))
+                    expected = {"preprocess_model." + k: tuple(v.shape) for k, v in comp.state_dict().items()}
+                    self._check_keys(state, expected)
                     state = {k[len("preprocess_model.") :]: v for k, v in state.items()}
                     comp.resize_entropy_buffers(state)  # official files hold empty [0] CDF buffers
                     comp.load_state_dict(state, strict=True)
@@ -268,7 +298,6 @@ class RDEIC(Codec):
         if self._model is None:
             import torch
 
-            from harness.codecs.rdeic.checkpoint import check_keys
             from harness.codecs.rdeic.model import RDEICModel
 
             cached = self._cached_context()
@@ -286,12 +315,7 @@ class RDEIC(Codec):
                 state, notes = self._state(None)
                 if cached is not None:  # the text tower is not built: its keys are not loaded
                     state = {k: v for k, v in state.items() if not k.startswith("cond_stage_model.")}
-                expected = {k: tuple(v.shape) for k, v in m.state_dict().items()}
-                gc = tuple(
-                    f"preprocess_model.gaussian_conditional.{n}"
-                    for n in ("_offset", "_quantized_cdf", "_cdf_length", "scale_table")
-                )
-                check_keys(state, expected, gc)
+                self._check_keys(state, {k: tuple(v.shape) for k, v in m.state_dict().items()})
                 m.preprocess_model.resize_entropy_buffers(state, "preprocess_model.")
                 m.load_state_dict(state, strict=True)
                 self.load_notes = notes
@@ -308,6 +332,18 @@ class RDEIC(Codec):
             self._compression = m.preprocess_model  # stays on the CPU
         return self._model
 
+    def _check_keys(self, state: dict, expected: dict[str, tuple[int, ...]]) -> None:
+        """Strict key/shape check of loaded weights: one line naming the file(s) and the config they fit."""
+        from harness.codecs.rdeic.checkpoint import check_keys
+
+        o = self.options
+        gc = tuple(
+            f"preprocess_model.gaussian_conditional.{n}"
+            for n in ("_offset", "_quantized_cdf", "_cdf_length", "scale_table")
+        )
+        source = o.weights or f"sd_ckpt {o.sd_ckpt} + rdeic_ckpt {o.rdeic_ckpt}"
+        check_keys(state, expected, gc, source=source, config=o.config, role="weights" if o.weights else None)
+
     def _text_cache(self) -> tuple[str | None, str]:
         """(cache file, key): the embedding depends only on the text-tower weights (the SD file)."""
         o = self.options
@@ -323,9 +359,9 @@ class RDEIC(Codec):
         path, key = self._text_cache()
         if path is None or not Path(path).is_file():
             return None
-        from safetensors.torch import load_file
+        from harness.codecs.rdeic.checkpoint import read_text_cache
 
-        return load_file(path).get(f"context.{key}")
+        return read_text_cache(path, key)  # a damaged cache: one line (delete it, it is rebuilt)
 
     def context(self):
         """The [1, 77, C] empty-prompt embedding, cached beside the SD weights (text tower built only once)."""
@@ -370,14 +406,20 @@ class RDEIC(Codec):
         box = Container(idx.shape[0], idx.shape[1], y_string, z_string)
         return Bitstream(box.pack(), box.segments())
 
-    def parse(self, data: bytes) -> DecodedState:
-        """Untrusted: header -> z -> hyper_dec -> y (rANS). Needs only the compression module."""
+    def parse(self, data: bytes, size: tuple[int, int]) -> DecodedState:
+        """Untrusted: header -> z -> hyper_dec -> y (rANS). Needs only the compression module. The header's
+        grid must be the one ``size`` (the original's height, width) gives, or nothing is decoded."""
         import torch
 
         from harness.codecs.rdeic.bitstream import decode_z, unpack
 
         start = time.perf_counter()
         box = unpack(data)
+        if (box.h_z, box.w_z) != self.z_grid(*size):
+            raise InvalidOutput(
+                f"header declares a {box.h_z} x {box.w_z} hyper-latent grid; a {size[0]} x {size[1]} image is "
+                f"coded with {self.z_grid(*size)[0]} x {self.z_grid(*size)[1]}"
+            )
         comp = self.compression()
         indices = decode_z(
             box.z_string, box.h_z, box.w_z, self.model_config.compression.codebook_size, self.options.z_coding
@@ -409,10 +451,9 @@ class RDEIC(Codec):
             y_hats.append(y_hat)
         if len({y.shape for y in y_hats}) != 1:
             raise ValueError("reconstruct_batch needs states of one shape")
-        b, _, hy, wy = (len(y_hats), *y_hats[0].shape[1:])
-        invalid = [np.full((hy * 16, wy * 16, 3), np.nan, dtype=np.float32)] * b
-        if not all(_sane(y) for y in y_hats):
-            return invalid
+        b = len(y_hats)
+        for y_hat in y_hats:
+            _check_sane("y_hat", y_hat)
         m = self.model()
         o = self.options
         dev = torch.device(o.device)
@@ -423,8 +464,8 @@ class RDEIC(Codec):
         if hook is not None:
             c_lat = torch.from_numpy(np.asarray(hook("c_latent", c_lat.numpy()), dtype=np.float32))
             guide = torch.from_numpy(np.asarray(hook("guide_hint", guide.numpy()), dtype=np.float32))
-        if not (_sane(c_lat.numpy()) and _sane(guide.numpy())):
-            return invalid
+        _check_sane("c_latent", c_lat.numpy())
+        _check_sane("guide_hint", guide.numpy())
         if noise is None:
             sources = [GeneratorNoise(s, dev) for s in decode_seeds]
 
@@ -457,7 +498,7 @@ class RDEIC(Codec):
         t0 = time.perf_counter()
         with torch.no_grad(), autocast:
             img = m.decode_latent(x0).float()
-        out = to_uint8(img, o.rounding)
+        out = to_pixel_values(img)
         timings["vae_decode_s"] = time.perf_counter() - t0
         timings["reconstruct_s"] = time.perf_counter() - t_all
         if "entropy_decode_s" in states[0]:
@@ -466,14 +507,21 @@ class RDEIC(Codec):
         return [np.ascontiguousarray(o_) for o_ in out]
 
 
-def to_uint8(img, rounding: str = "truncate") -> np.ndarray:
-    """B x 3 x H x W in about [-1, 1] -> B x H x W x 3 uint8: (x+1)/2, clamp, x255, truncate (official) or round."""
-    import torch
-
+def to_pixel_values(img) -> np.ndarray:
+    """B x 3 x H x W in about [-1, 1] -> B x H x W x 3 float32 pixel values in [0, 255]: (x+1)/2, clamp, x255
+    (the official conversion before its uint8 cast, which :func:`harness.codecs.base.to_output` applies)."""
     img = ((img.float() + 1) / 2).clamp(0, 1) * 255
-    img = img.round() if rounding == "round" else img
-    return img.to(dtype=torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # float -> uint8 truncates
+    return img.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def _sane(arr: np.ndarray) -> bool:
-    return bool(np.all(np.isfinite(arr)) and (arr.size == 0 or np.max(np.abs(arr)) <= LATENT_BOUND))
+def to_uint8(img, rounding: str = "truncate") -> np.ndarray:
+    """B x 3 x H x W in about [-1, 1] -> B x H x W x 3 uint8, truncated (official) or rounded."""
+    return np.stack([to_output(v, rounding) for v in to_pixel_values(img)])
+
+
+def _check_sane(name: str, arr: np.ndarray) -> None:
+    """Refuse non-finite latents or latents beyond ``LATENT_BOUND`` before any diffusion (``InvalidOutput``)."""
+    if not np.all(np.isfinite(arr)):
+        raise InvalidOutput(f"non-finite values (NaN/inf) in {name}")
+    if arr.size and (peak := float(np.max(np.abs(arr)))) > LATENT_BOUND:
+        raise InvalidOutput(f"{name} reaches |{peak:.3g}|, beyond the bound of {LATENT_BOUND:g} latent units")

@@ -1,0 +1,162 @@
+"""Encode once: the clean stream and the clean decodes of every (image, codec config), before any cell.
+
+::
+
+    for each chosen image, for each codec config (rate references first):
+        cache hit? ─> reuse           else: encode (or encode_at_rate(reference's bpp)) ─> cache/<encode key>/
+        clean decode per decode seed (in-process: our own bytes) ─> cache/.../clean-<seed>.npy
+        clean-round-trip control: valid image of the right shape, PSNR above the floor, or stop (ControlError)
+
+An image a codec refuses at encode time (a rate it cannot reach, a side too small for its tiles) is recorded
+as skipped with the codec and the reason, and left out for *every* codec config, so all configs rest on the
+same images; the run goes on. A rate-matched config stores the options it was actually encoded with for that
+image (its per-image ``target_bpp``) beside the stream.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from harness.cache import ArtifactCache, Encoded
+from harness.cells import Cell, encode_key
+from harness.codecs.base import CodecError, CodecUnusable, InvalidOutput
+from harness.planning import Plan
+
+
+class ControlError(RuntimeError):
+    """A control of METHODOLOGY.md §4 failed: the suite stops instead of producing a table."""
+
+
+@dataclass
+class Artifacts:
+    """Everything a cell of one (image, codec) needs besides its own corruption."""
+
+    original: np.ndarray
+    encoded: Encoded
+    clean: dict[int, np.ndarray]  # decode seed -> clean decode (cropped to the original size)
+    clean_metrics: dict[int, dict[str, float]]
+
+
+class ArtifactSource:
+    """Encoded streams and clean decodes, from the run's cache (built by :meth:`prepare`), with a small LRU of
+    loaded artifacts for the cells in flight."""
+
+    def __init__(self, plan: Plan, cache: ArtifactCache, floor_db: float | None, keep: int = 16) -> None:
+        self.plan = plan
+        self.cache = cache
+        self.floor_db = floor_db  # the suite's clean-PSNR floor (None: each codec's own)
+        self.keep = keep
+        self._loaded: OrderedDict[str, Artifacts] = OrderedDict()
+
+    # -- encode once ----------------------------------------------------------------------------------------
+    def _key(self, sha: str, height: int, width: int, prep: str, label: str) -> str:
+        return encode_key(sha, height, width, prep, self.plan.fingerprints[label])
+
+    def encoded(self, sha: str, height: int, width: int, prep: str, label: str, original: np.ndarray) -> Encoded:
+        """The cached stream of an image under codec ``label``, encoding it once; a rate-matched config first
+        gets its reference's stream and encodes at that bpp. Raises CodecError when the codec refuses."""
+        key = self._key(sha, height, width, prep, label)
+        encoded = self.cache.load_encoded(key)
+        if encoded is not None:
+            return encoded
+        codec = self.plan.codecs[label]
+        ref = self.plan.rate_refs.get(label)
+        t0 = time.perf_counter()
+        if ref is None:
+            bitstream, resolved = codec.encode(original), {}
+        else:
+            target = 8.0 * len(self.encoded(sha, height, width, prep, ref, original).bitstream.data) / (height * width)
+            t0 = time.perf_counter()
+            bitstream, resolved = codec.encode_at_rate(original, target), {"target_bpp": target}
+        return self.cache.store_encoded(key, bitstream, time.perf_counter() - t0, codec, resolved)
+
+    def prepare(self, labels: list[str], progress: Any = None) -> list[dict[str, Any]]:
+        """Encode every chosen image under every config in ``labels`` and make its clean decodes, checking the
+        clean round trip. Returns the images refused at encode time (skipped for every config)."""
+        skipped: list[dict[str, Any]] = []
+        for ds, entry, prep in self.plan.chosen:
+            original = None
+            for label in labels:
+                key = self._key(entry.sha256, entry.height, entry.width, prep, label)
+                if self.cache.load_encoded(key) is not None and all(
+                    self.cache.has_clean(key, s) for s in self.plan.decode_seeds
+                ):
+                    continue
+                original = ds.load(entry) if original is None else original
+                try:
+                    encoded = self.encoded(entry.sha256, entry.height, entry.width, prep, label, original)
+                except CodecUnusable:
+                    raise
+                except CodecError as exc:
+                    skipped.append(
+                        {
+                            "dataset": ds.name,
+                            "id": entry.id,
+                            "sha256": entry.sha256,
+                            "stage": "encode",
+                            "codec": label,
+                            "error": str(exc),
+                        }
+                    )
+                    break
+                for seed in self.plan.decode_seeds:
+                    self._clean(key, seed, label, entry, encoded, original)
+            if progress is not None:
+                progress.update(1)
+        return skipped
+
+    def _clean(self, key: str, seed: int, label: str, entry: Any, encoded: Encoded, original: np.ndarray) -> np.ndarray:
+        image = self.cache.load_clean(key, seed)
+        if image is not None:
+            return image
+        codec = self.plan.codecs[label]
+        size = (entry.height, entry.width)
+        try:
+            image = codec.decode(encoded.bitstream.data, size, seed)
+        except InvalidOutput as exc:
+            raise ControlError(f"{label} on {entry.id}: clean decode is invalid: {exc}") from None
+        image = np.ascontiguousarray(image[: entry.height, : entry.width])
+        self.check_floor(label, entry.id, image, original)
+        self.cache.store_clean(key, seed, image)
+        return image
+
+    def check_floor(self, label: str, image_id: str, image: np.ndarray, original: np.ndarray) -> dict[str, float]:
+        """METHODOLOGY.md §4: a clean round trip far below the codec's expected quality stops the suite."""
+        codec = self.plan.codecs[label]
+        metrics = {name: m(image, original) for name, m in self.plan.metrics.items()}
+        psnr = metrics.get("psnr")
+        floor, whose = codec.clean_psnr_floor_db, "codec's"
+        if self.floor_db is not None and floor != -math.inf:
+            floor, whose = self.floor_db, "suite's"
+        if psnr is not None and psnr < floor:
+            raise ControlError(
+                f"{label} on {image_id}: clean round trip gives {psnr:.2f} dB PSNR, below the {whose} floor of "
+                f"{floor} dB; refusing to build a table on a broken codec"
+            )
+        return metrics
+
+    # -- per cell -------------------------------------------------------------------------------------------
+    def get(self, cell: Cell) -> Artifacts:
+        key = cell.encode_key
+        if key in self._loaded:
+            self._loaded.move_to_end(key)
+            return self._loaded[key]
+        ds, entry = self.plan.images[cell.image_sha256]
+        original = ds.load(entry)
+        label = self.plan.label_of(cell.codec_fingerprint)
+        encoded = self.encoded(cell.image_sha256, cell.height, cell.width, cell.preprocessing, label, original)
+        clean, clean_metrics = {}, {}
+        for seed in self.plan.decode_seeds:
+            clean[seed] = self._clean(key, seed, label, entry, encoded, original)
+            clean_metrics[seed] = self.check_floor(label, entry.id, clean[seed], original)
+        art = Artifacts(original, encoded, clean, clean_metrics)
+        self._loaded[key] = art
+        while len(self._loaded) > self.keep:
+            self._loaded.popitem(last=False)
+        return art

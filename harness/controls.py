@@ -1,0 +1,139 @@
+"""The controls of METHODOLOGY.md §4, run before any corrupted cell.
+
+::
+
+    for each (image, codec, corruption, scope, FEC) with pending cells:
+        the corruption at its identity level (BER 0, sigma 0) must leave the stream byte-identical
+    for each clean stream (and decode seed):
+        isolated parse (generous limits; a timeout is retried, never called a mismatch) + reconstruct
+        [+ the latent corruptions at their identity level] == the in-process clean decode, byte for byte
+
+The isolated clean decodes are memoised (streams that cross the channel untouched are never decoded again) and
+their CPU time is what per-cell budgets scale with (``harness.decoding.Budget``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+
+from corruptions.base import Corruption
+from corruptions.fec import FECConfig
+from harness.artifacts import ArtifactSource, ControlError
+from harness.cells import Cell, decode_key
+from harness.channel import Channel
+from harness.decoding import finish_decode
+from harness.hashing import canonical_json, pixels_sha256
+from harness.planning import Plan
+from harness.status import Status
+from harness.store import DecodeRecord
+from harness.workers import Limits, ParseOutcome, WorkerPool, default_memory_bytes
+
+#: CPU seconds an isolated clean decode may take in a control (a slow machine must not fail a control).
+CONTROL_CPU_S = 600.0
+#: Attempts of an isolated clean decode that timed out before the control gives up (and says it timed out).
+CONTROL_ATTEMPTS = 2
+
+
+def run_controls(
+    cells: list[Cell],
+    plan: Plan,
+    artifacts: ArtifactSource,
+    channel: Channel,
+    pool: WorkerPool,
+    memo: dict[str, DecodeRecord],
+    progress: Callable[[], None] | None = None,
+) -> dict[str, float]:
+    """Check the controls for ``cells``; fill ``memo`` with the clean decodes. Returns the CPU seconds the
+    isolated parse of each clean stream took, by encode key. Raises ControlError."""
+    seen: set[tuple[str, str, str, str]] = set()
+    latent_checks: dict[str, list[tuple[Cell, Corruption]]] = {}
+    jobs: OrderedDict[str, tuple[Future, Cell]] = OrderedDict()
+    clean_cpu: dict[str, float] = {}
+
+    def check(dkey: str, job: tuple[Future, Cell]) -> None:
+        future, cell = job
+        outcome = future.result()
+        for _ in range(CONTROL_ATTEMPTS - 1):
+            if outcome.status is not Status.TIMEOUT:
+                break
+            outcome = _isolated_clean(pool, plan, artifacts, cell).result()
+        _check_clean_decode(dkey, outcome, cell, plan, artifacts, latent_checks, memo)
+        clean_cpu[cell.encode_key] = max(clean_cpu.get(cell.encode_key, 0.0), outcome.cpu_s)
+        if progress is not None:
+            progress()
+
+    for cell in cells:
+        corruption = plan.corruption_of(cell)
+        art = artifacts.get(cell)
+        data = art.encoded.bitstream.data
+        dkey = decode_key(
+            cell.codec_fingerprint, art.encoded.stream_sha256, cell.decode_seed, cell.image_sha256, metrics=cell.metrics
+        )
+        control_id = (cell.encode_key, cell.corruption, cell.scope, canonical_json(cell.fec))
+        if control_id not in seen:
+            seen.add(control_id)
+            identity = type(corruption)(**type(corruption).identity_params())
+            if identity.acts_on == "latent":
+                latent_checks.setdefault(dkey, []).append((cell, identity))
+            else:
+                tx = channel.transmit(cell, art.encoded.bitstream, identity)
+                if tx.data != data or tx.channel.actual_flips or tx.fec_failed:
+                    via = f" with {FECConfig(**cell.fec).label()}" if cell.fec else ""
+                    raise ControlError(
+                        f"control: {cell.corruption} at {identity.label()}{via} changed the stream of "
+                        f"{cell.codec_label} on {cell.image_id} (scope {cell.scope})"
+                    )
+        if dkey not in memo and dkey not in jobs:
+            jobs[dkey] = (_isolated_clean(pool, plan, artifacts, cell), cell)
+            while len(jobs) > 4 * pool.size:
+                check(*jobs.popitem(last=False))
+    while jobs:
+        check(*jobs.popitem(last=False))
+    return clean_cpu
+
+
+def _isolated_clean(pool: WorkerPool, plan: Plan, artifacts: ArtifactSource, cell: Cell) -> Future[ParseOutcome]:
+    codec = plan.codecs[plan.label_of(cell.codec_fingerprint)]
+    memory = default_memory_bytes(_pixels(codec, cell))
+    limits = Limits(cpu_s=CONTROL_CPU_S, wall_s=3 * CONTROL_CPU_S, memory_bytes=memory)
+    data = artifacts.get(cell).encoded.bitstream.data
+    return pool.submit(codec.spec(), data, (cell.height, cell.width), limits)
+
+
+def _pixels(codec, cell: Cell) -> int:
+    h, w, _ = codec.decoded_shape(cell.height, cell.width)
+    return h * w
+
+
+def _check_clean_decode(
+    dkey: str,
+    outcome: ParseOutcome,
+    cell: Cell,
+    plan: Plan,
+    artifacts: ArtifactSource,
+    latent_checks: dict[str, list[tuple[Cell, Corruption]]],
+    memo: dict[str, DecodeRecord],
+) -> None:
+    art = artifacts.get(cell)
+    codec = plan.codecs[plan.label_of(cell.codec_fingerprint)]
+    expected = pixels_sha256(art.clean[cell.decode_seed])
+    checks: list[tuple[Cell, Corruption | None]] = [(cell, None), *latent_checks.pop(dkey, [])]
+    for checked_cell, latent in checks:
+        record = finish_decode(dkey, outcome, checked_cell, art, latent, codec, plan.metrics)
+        if record.status == Status.TIMEOUT.value:
+            raise ControlError(
+                f"control: the isolated decode of the clean stream of {cell.codec_label} on {cell.image_id} timed "
+                f"out {CONTROL_ATTEMPTS} times ({record.error_message}); this is not a mismatch: the decoder is "
+                "too slow for this machine or hangs on its own clean stream"
+            )
+        if record.status != Status.OK.value or record.output_sha256 != expected:
+            via = f" through {latent.name} at {latent.label()}" if latent else ""
+            raise ControlError(
+                f"control: the isolated decode{via} of the clean stream of {cell.codec_label} on "
+                f"{cell.image_id} does not reproduce the clean decode "
+                f"({record.status}: {record.error_message or 'pixels differ'})"
+            )
+        if latent is None:
+            memo[dkey] = record

@@ -1,0 +1,127 @@
+"""Executing planned cells on this machine: a pool of isolated parse workers feeding the trusted half.
+
+::
+
+    pending cells ──> channel(bytes, scope, rng(cell key)) ──> decode key = hash(bytes actually decoded, ...)
+        memo hit ───────────────────────────────────────────────────────────────────┐
+        else: pool.submit(parse, limits) ─ ─ (workers parse ahead) ─ ─> finish_decode ─┴─> store (1 transaction)
+
+The window of parses in flight keeps every worker busy while the main process reconstructs and measures.
+Identical streams (zero flips at low BER) decode once: later cells with the same decode key wait for, or
+reuse, the first one's record, also across resumed runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass
+
+from harness.artifacts import ArtifactSource
+from harness.cells import Cell, decode_key
+from harness.channel import Channel, Transmission
+from harness.decoding import Budget, failed_record, finish_decode
+from harness.hashing import sha256_bytes
+from harness.planning import Plan
+from harness.records import cell_row
+from harness.status import Status
+from harness.store import DecodeRecord, ResultStore
+from harness.workers import WorkerPool
+
+
+@dataclass
+class Progress:
+    """Counts of one execution (the CLI prints them)."""
+
+    decodes: int = 0
+    memo_hits: int = 0
+    statuses: Counter | None = None
+
+    def __post_init__(self) -> None:
+        self.statuses = self.statuses or Counter()
+
+
+def execute_local(
+    pending: list[Cell],
+    plan: Plan,
+    artifacts: ArtifactSource,
+    channel: Channel,
+    pool: WorkerPool,
+    store: ResultStore,
+    memo: dict[str, DecodeRecord],
+    budget: Budget,
+    clean_cpu: dict[str, float],
+    on_cell: Callable[[str, Counter], None] | None = None,
+) -> Progress:
+    """Run ``pending`` cells through ``pool``; every finished cell is stored before the next is counted."""
+    progress = Progress()
+    persisted: set[str] = set()
+    inflight: dict[str, tuple[Future, list[tuple[Cell, Transmission, float]]]] = {}
+
+    def codec_of(cell: Cell):
+        return plan.codecs[plan.label_of(cell.codec_fingerprint)]
+
+    def finalize(cell: Cell, tx: Transmission, record: DecodeRecord, memoised: bool, dt: float) -> None:
+        if record.decode_key not in persisted:
+            persisted.add(record.decode_key)
+            new = store.decode(record.decode_key) is None
+        else:
+            new = False
+        row = cell_row(cell, artifacts.get(cell), tx, record, memoised, dt, codec_of(cell))
+        store.write_cell(row, record, new)
+        progress.memo_hits += int(memoised)
+        progress.statuses[record.status] += 1
+        if on_cell is not None:
+            on_cell(record.status, progress.statuses)
+
+    def drain(block_until: int) -> None:
+        while len(inflight) > block_until:
+            done_futures, _ = wait([f for f, _ in inflight.values()], return_when=FIRST_COMPLETED)
+            for dkey in [k for k, (f, _) in inflight.items() if f in done_futures]:
+                future, waiters = inflight.pop(dkey)
+                first = waiters[0][0]
+                corruption = plan.corruption_of(first)
+                latent = corruption if corruption.acts_on == "latent" else None
+                art = artifacts.get(first)
+                record = finish_decode(dkey, future.result(), first, art, latent, codec_of(first), plan.metrics)
+                memo[dkey] = record
+                progress.decodes += 1
+                for i, (cell, tx, dt) in enumerate(waiters):
+                    finalize(cell, tx, record, memoised=i > 0, dt=dt)
+
+    window = 4 * pool.size
+    for cell in pending:
+        art = artifacts.get(cell)
+        corruption = plan.corruption_of(cell)
+        t0 = time.perf_counter()
+        tx = channel.transmit(cell, art.encoded.bitstream, corruption)
+        dt = time.perf_counter() - t0
+        if tx.fec_failed:
+            fec_key = {"fec": cell.fec}
+            dkey = decode_key(
+                cell.codec_fingerprint, tx.received_sha256, cell.decode_seed, cell.image_sha256, fec_key, cell.metrics
+            )
+            message = f"{tx.fec['failed_codewords']} of {tx.fec['codewords']} codewords uncorrectable"
+            finalize(cell, tx, failed_record(dkey, Status.FEC_FAILURE, "ReedSolomonError", message), False, dt)
+            continue
+        # a latent draw depends on the cell's own RNG: nothing to share
+        latent_key = cell.key if corruption.acts_on == "latent" else None
+        dkey = decode_key(
+            cell.codec_fingerprint, sha256_bytes(tx.data), cell.decode_seed, cell.image_sha256, latent_key, cell.metrics
+        )
+        if dkey not in memo and dkey not in inflight and (earlier := store.decode(dkey)) is not None:
+            memo[dkey] = earlier  # decoded by an earlier, interrupted run of this directory
+        if dkey in memo:
+            finalize(cell, tx, memo[dkey], memoised=True, dt=dt)
+        elif dkey in inflight:
+            inflight[dkey][1].append((cell, tx, dt))
+        else:
+            codec = codec_of(cell)
+            limits = budget.limits(codec, cell, clean_cpu.get(cell.encode_key))
+            future = pool.submit(codec.spec(), tx.data, (cell.height, cell.width), limits)
+            inflight[dkey] = (future, [(cell, tx, dt)])
+            drain(window)
+    drain(0)
+    return progress

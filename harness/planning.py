@@ -1,0 +1,303 @@
+"""Planning: resolve every name and parameter of a suite and enumerate its cells, before any work.
+
+::
+
+    Suite (TOML) ──> metrics (available ones) ──> codec configs (+ rate references, pairs) ──> fingerprints
+                 ──> corruption levels x scopes x FEC ──> datasets (subset, preprocessing, skipped images)
+                 ──> cells: image x codec x level x scope x replicate x decode seed, keyed by content
+
+A bad suite fails here (``SuiteError``), naming what to fix, so no work is lost to a typo. The order of
+``Plan.cells`` is deterministic; nothing here encodes or decodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from corruptions.base import Corruption, CorruptionError
+from corruptions.fec import FECConfig
+from harness.cells import Cell
+from harness.codecs.base import BUILTIN_SCOPES, Codec, CodecError, create_codec
+from harness.config import Suite, SuiteError
+from harness.datasets import Dataset, DatasetError, ImageEntry, stratified_subset
+from harness.datasets.selection import select_images
+from harness.hashing import canonical_json, key_of
+from harness.metrics import Metric, create_metric
+from harness.registry import CORRUPTIONS, RegistryError
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What one invocation asks for: the suite plus command-line overrides and filters."""
+
+    suite: Suite
+    out: Path
+    codecs: tuple[str, ...] = ()  # filter: codec labels or codec names; empty = all
+    datasets: tuple[str, ...] = ()
+    limit_images: int | None = None
+    seeds: int | None = None
+    workers: int = 2
+    fresh: bool = False
+    progress: bool = True
+    timeout_s: float | None = None  # overrides the suite's per-cell CPU-time budget (``--timeout``)
+
+
+@dataclass
+class Plan:
+    cells: list[Cell]
+    codecs: dict[str, Codec]  # by label: the configs with cells, plus rate references they need
+    corruptions: dict[str, Corruption]  # by canonical (name, params)
+    images: dict[str, tuple[Dataset, ImageEntry]]  # by pixel sha256
+    metrics: dict[str, Metric]
+    decode_seeds: tuple[int, ...]
+    subsets: dict[str, list[str]] = field(default_factory=dict)  # dataset -> chosen image ids
+    fingerprints: dict[str, str] = field(default_factory=dict)  # label -> fingerprint cells are keyed by
+    rate_refs: dict[str, str] = field(default_factory=dict)  # label -> label whose bpp it matches per image
+    datasets: list[dict[str, Any]] = field(default_factory=list)  # per [[datasets]]: source, policy, images
+    skipped_images: list[dict[str, Any]] = field(default_factory=list)  # bad images, with why (run goes on)
+    #: (dataset, entry, preprocessing) per chosen image, in plan order (what the encode phase walks)
+    chosen: list[tuple[Dataset, ImageEntry, str]] = field(default_factory=list)
+
+    def corruption_of(self, cell: Cell) -> Corruption:
+        return self.corruptions[corruption_id(cell.corruption, cell.params)]
+
+    def label_of(self, fingerprint: str) -> str:
+        return next(label for label, fp in self.fingerprints.items() if fp == fingerprint)
+
+    def without_images(self, shas: set[str]) -> None:
+        """Drop every cell of these images (refused at encode time by some codec: every codec config then
+        rests on the same images)."""
+        if shas:
+            self.cells = [c for c in self.cells if c.image_sha256 not in shas]
+            self.chosen = [t for t in self.chosen if t[1].sha256 not in shas]
+
+
+def corruption_id(name: str, params: dict[str, Any]) -> str:
+    return f"{name}:{canonical_json(params)}"
+
+
+def _expand_scope(scope: str, corruption: Corruption, codec: Codec) -> tuple[str, ...]:
+    """``*`` means every hook (latent corruptions) or every scope (bitstream channels) the codec declares."""
+    if scope != "*":
+        return (scope,)
+    return codec.hooks if corruption.acts_on == "latent" else BUILTIN_SCOPES + codec.segments
+
+
+def _select(names: list[str], wanted: tuple[str, ...], what: str) -> set[str]:
+    if not wanted:
+        return set(names)
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        raise SuiteError(f"{what} {', '.join(unknown)} not in this suite; it has: {', '.join(dict.fromkeys(names))}")
+    return set(wanted)
+
+
+def _subset(entries: list[ImageEntry], limit: int | None, seed: int) -> list[ImageEntry]:
+    """A seeded subset, stratified by class label, keyed by content where the pixel hash is known (stable
+    when files are renamed or the folder grows); see harness.datasets.stratified_subset."""
+    return stratified_subset(entries, limit, seed)
+
+
+def _is_identity(corruption: Corruption) -> bool:
+    return corruption.config() == type(corruption)(**type(corruption).identity_params()).config()
+
+
+def _base_codec(name: str) -> str:
+    """The registered codec a name builds (a preset's codec, followed down), or the name itself if unknown."""
+    from harness.registry import CODECS, Preset
+
+    try:
+        target = CODECS.get(name)
+    except RegistryError:
+        return name
+    if isinstance(target, Preset):
+        return _base_codec(target.codec)
+    return str(getattr(target, "name", name))
+
+
+def make_plan(opts: RunOptions) -> Plan:
+    """Resolve every name and parameter of the suite and enumerate its cells (deterministic order)."""
+    from harness.codecs.rdeic.flags import resolve_auto
+
+    suite, _ = resolve_auto(opts.suite, None, None)  # the CLI resolves it first, with its flags
+    try:
+        created = {name: create_metric(name) for name in suite.metrics}
+    except RegistryError as exc:
+        raise SuiteError(str(exc)) from None
+    # a metric whose weights are missing is left out of the cells (and their keys), never stored as a number:
+    # providing the weights later makes those cells new work instead of silently "complete"
+    metrics = {name: m for name, m in created.items() if m.available}
+    if not metrics:
+        raise SuiteError(
+            f"none of the suite's metrics ({', '.join(suite.metrics)}) can be computed here; "
+            "see `python evaluate.py metrics check`"
+        )
+
+    # --codec takes a label, the name the suite gives (a preset such as j2k-plain) or the codec it builds (jpeg2000)
+    names = {cfg.label: {cfg.label, cfg.codec, _base_codec(cfg.codec)} for cfg in suite.codecs}
+    wanted_codecs = _select([n for ns in names.values() for n in sorted(ns)], opts.codecs, "codec")
+    by_label = {cfg.label: cfg for cfg in suite.codecs}
+    selected = [cfg.label for cfg in suite.codecs if names[cfg.label] & wanted_codecs]
+    rate_refs: dict[str, str] = {}
+    for label in selected:
+        ref = by_label[label].match_rate_of
+        if ref is None:
+            continue
+        if ref not in by_label or by_label[ref].match_rate_of is not None:
+            raise SuiteError(
+                f"codec {label!r}: match_rate_of must name another codec label of the suite that "
+                f"does not itself match a rate (got {ref!r})"
+            )
+        rate_refs[label] = ref
+    pair_refs: dict[str, str] = {}
+    for label in selected:
+        other = by_label[label].paired_with
+        if other is not None:
+            if other not in by_label or other == label or by_label[other].paired_with is not None:
+                raise SuiteError(f"codec {label!r}: paired_with must name another codec label, got {other!r}")
+            pair_refs[label] = other
+    codecs: dict[str, Codec] = {}
+    for label in dict.fromkeys([*selected, *rate_refs.values(), *pair_refs.values()]):
+        cfg = by_label[label]
+        try:
+            codecs[label] = create_codec(cfg.codec, **cfg.options)
+        except (RegistryError, CodecError) as exc:
+            raise SuiteError(f"codec {label!r}: {exc}") from None
+        if label in rate_refs and not codecs[label].matches_rate:
+            raise SuiteError(f"codec {label!r}: {cfg.codec} cannot match another codec's rate per image")
+    # a rate-matched config's results depend on its reference: key them by both fingerprints
+    fingerprints = {label: codec.fingerprint() for label, codec in codecs.items()}
+    fingerprints_own = dict(fingerprints)
+    for label, ref in rate_refs.items():
+        fingerprints[label] = key_of({"codec": fingerprints[label], "rate_of": fingerprints[ref]})
+    channel_codecs: dict[str, str] = {}  # label -> fingerprint whose corruption draws it reuses
+    for label, other in pair_refs.items():
+        if codecs[other].name != codecs[label].name:
+            raise SuiteError(f"codec {label!r}: paired_with needs the same codec ({codecs[label].name}), got {other!r}")
+        channel_codecs[label] = fingerprints[other]
+
+    corruptions: dict[str, Corruption] = {}
+    levels: list[tuple[str, dict[str, Any], str, Corruption, dict[str, Any] | None]] = []
+    for cfg in suite.corruptions:
+        try:
+            cls = CORRUPTIONS.get(cfg.corruption)
+            fecs = [None if f is None else FECConfig(**f).as_dict() for f in cfg.fec]
+            if any(fecs) and (cls.acts_on != "bitstream" or set(cfg.scopes) != {"all"}):
+                raise CorruptionError(
+                    "FEC protects the whole transmitted stream: use it with a bitstream channel and scopes = ['all']"
+                )
+            for params in cfg.levels():
+                inst = cls(**params)
+                corruptions.setdefault(corruption_id(cfg.corruption, inst.config()), inst)
+                for scope in cfg.scopes:
+                    levels.extend((cfg.corruption, inst.config(), scope, inst, fec) for fec in fecs)
+        except (RegistryError, CorruptionError, TypeError) as exc:
+            raise SuiteError(f"corruption {cfg.corruption!r}: {exc}") from None
+        for label, codec in codecs.items():
+            valid = codec.hooks if cls.acts_on == "latent" else BUILTIN_SCOPES + codec.segments
+            for scope in cfg.scopes:
+                if scope != "*" and scope not in valid:
+                    where = "latent hook" if cls.acts_on == "latent" else "scope"
+                    raise SuiteError(
+                        f"{cfg.corruption}: {where} {scope!r} is not offered by codec {label!r} "
+                        f"(it offers: {', '.join(valid) or 'no ' + where + 's'})"
+                    )
+
+    dataset_names = [d.name for d in suite.datasets]
+    wanted_datasets = _select(dataset_names, opts.datasets, "dataset")
+    images: dict[str, tuple[Dataset, ImageEntry]] = {}
+    chosen: list[tuple[Dataset, ImageEntry, str]] = []
+    subsets: dict[str, list[str]] = {}
+    dataset_records: list[dict[str, Any]] = []
+    skipped_images: list[dict[str, Any]] = []
+    # a codec may declare `min_side` (px, attribute or method): smaller prepared images are recorded as skipped
+    sides = [getattr(c, "min_side", 0) for c in codecs.values()]
+    codec_min_side = max((int((s() if callable(s) else s) or 0) for s in sides), default=0)
+    for i, dcfg in enumerate(suite.datasets):
+        if dcfg.name not in wanted_datasets:
+            continue
+        try:  # path checks, subset, preprocessing policy; bad images are recorded and left out
+            sel = select_images(
+                dcfg.name,
+                options=dcfg.loader_options(),
+                preprocessing=dcfg.preprocessing,
+                limit=opts.limit_images or dcfg.limit_images,
+                seed=suite.seed,
+                min_side=max(dcfg.min_side, codec_min_side),
+                partition=dcfg.partition,
+            )
+        except (RegistryError, DatasetError) as exc:
+            raise SuiteError(str(exc)) from None
+        if not sel.entries:
+            raise SuiteError(f"dataset {dcfg.name!r}: no usable image ({len(sel.skipped)} skipped: {sel.skipped[:1]})")
+        ds = sel.dataset
+        subsets[dcfg.name if dcfg.name not in subsets else f"{dcfg.name}#{i}"] = [e.id for e in sel.entries]
+        dataset_records.append(sel.record)
+        skipped_images.extend(sel.skipped)
+        for e in sel.entries:
+            images.setdefault(e.sha256, (ds, e))
+            chosen.append((ds, e, sel.preprocessing))
+
+    seeds = opts.seeds or suite.seeds
+    decode_seeds = tuple(range(suite.decode_seeds))
+    cells: dict[str, Cell] = {}
+    for ds, entry, prep in chosen:
+        for label in selected:
+            codec, fingerprint = codecs[label], fingerprints[label]
+            for name, params, level_scope, inst, fec in levels:
+                if by_label[label].clean_only and (fec is not None or not _is_identity(inst)):
+                    continue
+                for scope in _expand_scope(level_scope, inst, codec):
+                    for replicate in range(seeds):
+                        for dseed in decode_seeds:
+                            cell = Cell(
+                                dataset=ds.name,
+                                dataset_version=ds.version,
+                                image_sha256=entry.sha256,
+                                height=entry.height,
+                                width=entry.width,
+                                preprocessing=prep,
+                                codec=codec.name,
+                                codec_fingerprint=fingerprint,
+                                channel_codec=channel_codecs.get(label),
+                                corruption=name,
+                                params=params,
+                                scope=scope,
+                                fec=fec,
+                                suite_seed=suite.seed,
+                                replicate=replicate,
+                                decode_seed=dseed,
+                                metrics=tuple(metrics),
+                                image_id=entry.id,
+                                codec_label=label,
+                                codec_config=codec.config(),
+                                weights_hash=codec.weights_hash(),
+                                level=inst.label(),
+                                codec_name=by_label[label].codec,
+                                codec_options=dict(by_label[label].options),
+                                rate_of=fingerprints_own.get(rate_refs.get(label, "")),
+                            )
+                            cells.setdefault(cell.key, cell)
+    if not cells and any(c.scopes == ("*",) for c in suite.corruptions):
+        raise SuiteError(
+            "no cells: the suite's corruptions target every hook/segment a codec declares ('*'), and "
+            f"none of {', '.join(selected)} declares any (JPEG2000 has no latent hooks; RDEIC does)"
+        )
+    return Plan(
+        list(cells.values()),
+        codecs,
+        corruptions,
+        images,
+        metrics,
+        decode_seeds,
+        subsets,
+        fingerprints,
+        rate_refs,
+        datasets=dataset_records,
+        skipped_images=skipped_images,
+        chosen=chosen,
+    )
+
+
