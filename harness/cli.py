@@ -2,7 +2,8 @@
 ``python evaluate.py COMMAND ...`` (see :data:`COMMANDS`).
 
 Only this module turns exceptions into exit codes: user errors print one line and exit 2; a failed
-control exits 3; an interrupted run exits 130 (finished cells are kept; run again to resume).
+control exits 3; a cluster task that failed exits 4 (the other shards are merged); an interrupted run exits 130
+(finished cells are kept; run again to resume).
 
 A subcommand is a module with ``add_arguments(parser)`` and ``run(args) -> int``, named lazily in
 :data:`COMMANDS` so that ``--list`` or a suite run imports none of them.
@@ -24,6 +25,7 @@ from harness.codecs.base import CodecError
 from harness.config import SuiteError, load_suite, suite_names
 from harness.console import routed_warnings
 from harness.datasets import DatasetError
+from harness.executors import EXECUTORS, ExecutorError
 from harness.registry import CODECS, CORRUPTIONS, DATASETS, METRICS, RegistryError
 from harness.rundir import RunDirectoryBusy
 
@@ -40,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("harness.commands.report", "write report.html and report.md (tables, plots) for a run directory"),
     "regress": ("harness.commands.regress", "compare a run's summary with a committed baseline within tolerances"),
     "finetune": ("harness.commands.finetune", "fine-tune an RDEIC adapter on a dataset's training split"),
+    "merge": ("harness.commands.merge", "merge a sharded (cluster) run's stores into its results; tables + report"),
 }
 
 
@@ -95,6 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="run directory (default runs/<suite>); re-running resumes")
     p.add_argument("--fresh", action="store_true", help="discard the run directory's results and cache first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("devices (codecs with these options: RDEIC; part of the fingerprint)")
+    g.add_argument("--device", choices=("cpu", "cuda", "auto"), help="where reconstruct runs (parse stays on CPU)")
+    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="autocast precision of reconstruct (CUDA)")
+    g.add_argument("--batch-size", type=_positive, help="reconstructs per batch (default: from free GPU memory)")
+    g = p.add_argument_group("executors (README: on a cluster, on a multi-GPU node)")
+    where = "local: this process's workers; local-shards: shard processes here; slurm: a job array"
+    g.add_argument("--executor", choices=EXECUTORS, default="local", help=where)
+    g.add_argument("--shards", type=_positive, help="tasks of the array (default: per codec config x GPUs)")
+    g.add_argument("--gpus", type=_positive, help="local-shards: one shard process per GPU of this node")
+    g.add_argument("--slurm-partition")
+    g.add_argument("--slurm-account")
+    g.add_argument("--gpus-per-task", type=_positive, default=0)
+    g.add_argument("--cpus-per-task", type=_positive, default=2)
+    g.add_argument("--timeout-min", type=_positive, default=60, help="per task; requeued on timeout/preemption")
+    g.add_argument("--array-parallelism", type=_positive, default=256)
+    g.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE", help="any other sbatch option")
     p.add_argument("--rdeic-ckpt", help="RDEIC checkpoint (e.g. rdeic_2_step2.ckpt): sets the rdeic codec's rdeic_ckpt")
     p.add_argument("--sd-ckpt", help="SD 2.1 checkpoint (v2-1_512-ema-pruned.ckpt): sets the rdeic codec's sd_ckpt")
     return p
@@ -139,6 +158,10 @@ def _run_plain_suite(args: argparse.Namespace, suite: Any, out: Path) -> int:
         fresh=args.fresh,
         progress=not args.no_progress,
         timeout_s=args.timeout,
+        device=_device(args),
+        precision=args.precision,
+        batch_size=args.batch_size,
+        executor=_executor(args),
     )
     try:
         result = run(opts)
@@ -222,6 +245,43 @@ def _run_finetune_suite(args: argparse.Namespace, suite: Any, out: Path) -> int:
     return 0
 
 
+def _executor(args: argparse.Namespace) -> Any:
+    from harness.executors import ExecutorConfig
+
+    slurm_args = {}
+    for item in args.slurm_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--slurm-arg takes KEY=VALUE (an sbatch option without dashes), got {item!r}")
+        slurm_args[key.lstrip("-").replace("-", "_")] = value
+    if args.gpus and args.executor != "local-shards":
+        raise UsageError("--gpus N runs one shard process per GPU of this node: use it with --executor local-shards")
+    return ExecutorConfig(
+        name=args.executor,
+        shards=args.shards,
+        gpus=args.gpus or 0,
+        slurm_partition=args.slurm_partition,
+        slurm_account=args.slurm_account,
+        gpus_per_task=args.gpus_per_task,
+        cpus_per_task=args.cpus_per_task,
+        timeout_min=args.timeout_min,
+        array_parallelism=args.array_parallelism,
+        slurm_args=slurm_args,
+    )
+
+
+def _device(args: argparse.Namespace) -> str | None:
+    """``auto`` is resolved where the cells will run: on a Slurm array with GPUs, or one process per local GPU,
+    that is CUDA even when this (login) process sees none; otherwise it is resolved here."""
+    if args.device != "auto":
+        return args.device
+    if (args.executor == "slurm" and args.gpus_per_task) or (args.executor == "local-shards" and args.gpus):
+        return "cuda"
+    if args.executor == "slurm":
+        raise UsageError("--device auto on a Slurm array without --gpus-per-task: say --device cpu or cuda")
+    return "auto"
+
+
 def _filesystem_error(exc: BaseException) -> str | None:
     """One line for the file-system errors a user causes or can fix (read-only or full disk, no permission);
     None for anything else (a bug: let its traceback show)."""
@@ -260,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, SuiteError, RegistryError, CodecError, DatasetError, RunDirectoryBusy) as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
+    except ExecutorError as exc:
+        print(f"evaluate.py: error: {exc}", file=sys.stderr)
+        return 4
     except (OSError, sqlite3.OperationalError) as exc:
         message = _filesystem_error(exc)
         if message is None:

@@ -79,15 +79,69 @@ def finish_decode(
     hook = latent.hook_for(cell.scope, cell.rng()) if latent is not None else None
     t0 = time.perf_counter()
     try:
-        image = codec.decode_state(outcome.state or {}, cell.decode_seed, hook, size=(cell.height, cell.width))
-    except InvalidOutput as exc:
-        seconds = time.perf_counter() - t0
-        return failed_record(dkey, Status.INVALID_OUTPUT, "InvalidOutput", str(exc), reconstruct_s=seconds, **base)
+        result = codec.decode_state(outcome.state or {}, cell.decode_seed, hook, size=(cell.height, cell.width))
     except Exception as exc:  # garbage latents may break reconstruct: a status, not a crash
-        reconstruct_s = time.perf_counter() - t0
-        message = reproducible(str(exc))[:2000]
-        return failed_record(dkey, Status.EXCEPTION, type_name(exc), message, reconstruct_s=reconstruct_s, **base)
-    return measured_record(dkey, image, cell, art, codec, metrics, time.perf_counter() - t0, base)
+        result = exc
+    return record_of(dkey, result, cell, art, codec, metrics, time.perf_counter() - t0, base)
+
+
+@dataclass
+class Pending:
+    """A parsed cell waiting for its trusted half (the first of the cells that share its decode key)."""
+
+    dkey: str
+    outcome: ParseOutcome
+    cell: Cell
+    art: Artifacts
+    latent: Corruption | None
+
+
+def finish_batch(items: list[Pending], codec: Codec, metrics: dict[str, Metric]) -> list[DecodeRecord]:
+    """The trusted half of several parsed cells of one codec config and image size in one
+    :meth:`Codec.decode_batch` call; every cell keeps its own decode seed and latent draw, so each record equals
+    what :func:`finish_decode` gives for that cell alone (bit for bit on the CPU)."""
+    ok = [p for p in items if p.outcome.status is Status.OK]
+    results: dict[int, object] = {}
+    seconds = 0.0
+    if ok:
+        size = (ok[0].cell.height, ok[0].cell.width)
+        hooks = [p.latent.hook_for(p.cell.scope, p.cell.rng()) if p.latent is not None else None for p in ok]
+        t0 = time.perf_counter()
+        try:
+            states, seeds = [p.outcome.state or {} for p in ok], [p.cell.decode_seed for p in ok]
+            decoded = codec.decode_batch(states, seeds, hooks, size)
+        except Exception as exc:  # the batch as a whole failed: every item gets that status
+            decoded = [exc] * len(ok)
+        seconds = (time.perf_counter() - t0) / len(ok)  # each cell's share of the batch
+        results = {id(p): r for p, r in zip(ok, decoded, strict=True)}
+    records = []
+    for p in items:
+        base = {"parse_s": p.outcome.parse_s, "wall_s": p.outcome.wall_s}
+        if p.outcome.status is not Status.OK:
+            o = p.outcome
+            records.append(failed_record(p.dkey, o.status, o.error_type, o.error_message, **base))
+        else:
+            records.append(record_of(p.dkey, results[id(p)], p.cell, p.art, codec, metrics, seconds, base))
+    return records
+
+
+def record_of(
+    dkey: str,
+    result: object,
+    cell: Cell,
+    art: Artifacts,
+    codec: Codec,
+    metrics: dict[str, Metric],
+    reconstruct_s: float,
+    base: dict[str, float],
+) -> DecodeRecord:
+    """The record of one reconstruct: ``invalid_output`` / ``exception`` for a raised exception, else measured."""
+    timing = {"reconstruct_s": reconstruct_s, **base}
+    if isinstance(result, InvalidOutput):
+        return failed_record(dkey, Status.INVALID_OUTPUT, "InvalidOutput", str(result), **timing)
+    if isinstance(result, Exception):
+        return failed_record(dkey, Status.EXCEPTION, type_name(result), reproducible(str(result))[:2000], **timing)
+    return measured_record(dkey, result, cell, art, codec, metrics, reconstruct_s, base)
 
 
 def measured_record(

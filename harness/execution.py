@@ -6,7 +6,9 @@
         memo hit ───────────────────────────────────────────────────────────────────┐
         else: pool.submit(parse, limits) ─ ─ (workers parse ahead) ─ ─> finish_decode ─┴─> store (1 transaction)
 
-The window of parses in flight keeps every worker busy while the main process reconstructs and measures.
+The window of parses in flight keeps every worker busy while the main process reconstructs and measures
+(pipelining: on a GPU, entropy decoding never makes the accelerator wait). With a batch size above 1, parsed
+states of one codec config and image size are reconstructed together, each with its own seed and draws.
 Identical streams (zero flips at low BER) decode once: later cells with the same decode key wait for, or
 reuse, the first one's record, also across resumed runs.
 """
@@ -17,12 +19,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from harness.artifacts import ArtifactSource
 from harness.cells import Cell, decode_key
 from harness.channel import Channel, Transmission
-from harness.decoding import Budget, failed_record, finish_decode
+from harness.decoding import Budget, Pending, failed_record, finish_batch
 from harness.hashing import sha256_bytes
 from harness.planning import Plan
 from harness.records import cell_row
@@ -33,14 +35,15 @@ from harness.workers import WorkerPool
 
 @dataclass
 class Progress:
-    """Counts of one execution (the CLI prints them)."""
+    """Counts of one execution (the CLI prints them); ``reconstruct_s``: seconds the main process spent in the
+    trusted half (on a GPU: the time the accelerator had work), ``wall_s``: the execution's wall time."""
 
     decodes: int = 0
     memo_hits: int = 0
-    statuses: Counter | None = None
-
-    def __post_init__(self) -> None:
-        self.statuses = self.statuses or Counter()
+    statuses: Counter = field(default_factory=Counter)
+    reconstruct_s: float = 0.0
+    wall_s: float = 0.0
+    batches: int = 0
 
 
 def execute_local(
@@ -54,11 +57,19 @@ def execute_local(
     budget: Budget,
     clean_cpu: dict[str, float],
     on_cell: Callable[[str, Counter], None] | None = None,
+    batch_size: int = 1,
 ) -> Progress:
-    """Run ``pending`` cells through ``pool``; every finished cell is stored before the next is counted."""
+    """Run ``pending`` cells through ``pool``; every finished cell is stored before the next is counted.
+
+    With ``batch_size`` > 1, parsed states of one codec config and image size wait in a bucket until it holds
+    ``batch_size`` of them (or nothing is left to parse) and are reconstructed together
+    (:func:`harness.decoding.finish_batch`); the workers keep parsing ahead meanwhile."""
+    started = time.perf_counter()
     progress = Progress()
     persisted: set[str] = set()
-    inflight: dict[str, tuple[Future, list[tuple[Cell, Transmission, float]]]] = {}
+    inflight: dict[str, Future] = {}  # decode key -> parse in a worker
+    waiting: dict[str, list[tuple[Cell, Transmission, float]]] = {}  # decode key -> its cells, first one decodes
+    buckets: dict[tuple, list[Pending]] = {}  # (codec, image size) -> parsed, waiting for a batched reconstruct
 
     def codec_of(cell: Cell):
         return plan.codecs[plan.label_of(cell.codec_fingerprint)]
@@ -76,22 +87,38 @@ def execute_local(
         if on_cell is not None:
             on_cell(record.status, progress.statuses)
 
+    def reconstruct(group: list[Pending]) -> None:
+        t0 = time.perf_counter()
+        records = finish_batch(group, codec_of(group[0].cell), plan.metrics)
+        progress.reconstruct_s += time.perf_counter() - t0
+        progress.batches += 1
+        for item, record in zip(group, records, strict=True):
+            memo[item.dkey] = record
+            progress.decodes += 1
+            for i, (cell, tx, dt) in enumerate(waiting.pop(item.dkey)):
+                finalize(cell, tx, record, memoised=i > 0, dt=dt)
+
+    def flush(full_only: bool) -> None:
+        for key in list(buckets):
+            if not full_only or len(buckets[key]) >= batch_size:
+                reconstruct(buckets.pop(key))
+
     def drain(block_until: int) -> None:
         while len(inflight) > block_until:
-            done_futures, _ = wait([f for f, _ in inflight.values()], return_when=FIRST_COMPLETED)
-            for dkey in [k for k, (f, _) in inflight.items() if f in done_futures]:
-                future, waiters = inflight.pop(dkey)
-                first = waiters[0][0]
+            done_futures, _ = wait(list(inflight.values()), return_when=FIRST_COMPLETED)
+            for dkey in [k for k, f in inflight.items() if f in done_futures]:
+                outcome = inflight.pop(dkey).result()
+                first = waiting[dkey][0][0]
                 corruption = plan.corruption_of(first)
                 latent = corruption if corruption.acts_on == "latent" else None
-                art = artifacts.get(first)
-                record = finish_decode(dkey, future.result(), first, art, latent, codec_of(first), plan.metrics)
-                memo[dkey] = record
-                progress.decodes += 1
-                for i, (cell, tx, dt) in enumerate(waiters):
-                    finalize(cell, tx, record, memoised=i > 0, dt=dt)
+                item = Pending(dkey, outcome, first, artifacts.get(first), latent)
+                if batch_size <= 1 or outcome.status is not Status.OK:
+                    reconstruct([item])
+                else:
+                    buckets.setdefault((first.codec_fingerprint, first.height, first.width), []).append(item)
+            flush(full_only=bool(inflight))  # nothing left parsing: the accelerator must not wait for a full batch
 
-    window = 4 * pool.size
+    window = max(4 * pool.size, 2 * batch_size)
     for cell in pending:
         art = artifacts.get(cell)
         corruption = plan.corruption_of(cell)
@@ -111,17 +138,19 @@ def execute_local(
         dkey = decode_key(
             cell.codec_fingerprint, sha256_bytes(tx.data), cell.decode_seed, cell.image_sha256, latent_key, cell.metrics
         )
-        if dkey not in memo and dkey not in inflight and (earlier := store.decode(dkey)) is not None:
+        if dkey not in memo and dkey not in waiting and (earlier := store.decode(dkey)) is not None:
             memo[dkey] = earlier  # decoded by an earlier, interrupted run of this directory
         if dkey in memo:
             finalize(cell, tx, memo[dkey], memoised=True, dt=dt)
-        elif dkey in inflight:
-            inflight[dkey][1].append((cell, tx, dt))
+        elif dkey in waiting:
+            waiting[dkey].append((cell, tx, dt))
         else:
             codec = codec_of(cell)
             limits = budget.limits(codec, cell, clean_cpu.get(cell.encode_key))
-            future = pool.submit(codec.spec(), tx.data, (cell.height, cell.width), limits)
-            inflight[dkey] = (future, [(cell, tx, dt)])
+            inflight[dkey] = pool.submit(codec.spec(), tx.data, (cell.height, cell.width), limits)
+            waiting[dkey] = [(cell, tx, dt)]
             drain(window)
     drain(0)
+    flush(full_only=False)
+    progress.wall_s = time.perf_counter() - started
     return progress

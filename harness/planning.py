@@ -12,7 +12,7 @@ A bad suite fails here (``SuiteError``), naming what to fix, so no work is lost 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,28 @@ class RunOptions:
     fresh: bool = False
     progress: bool = True
     timeout_s: float | None = None  # overrides the suite's per-cell CPU-time budget (``--timeout``)
+    #: where and how codecs with these options reconstruct (``--device cpu|cuda|auto``, ``--precision``); they are
+    #: codec options, so they are in the fingerprint: other numbers are other cells
+    device: str | None = None
+    precision: str | None = None
+    batch_size: int | None = None  # reconstructs per batch (None: automatic, from free accelerator memory)
+    #: where the cells run: this process's pool, or shards through submitit (harness/executors.py)
+    executor: Any = None
+
+    def shard_options(self) -> dict[str, Any]:
+        """What a shard task needs to re-plan exactly these cells (written to shards/plan.json)."""
+        return {
+            "codecs": list(self.codecs),
+            "datasets": list(self.datasets),
+            "limit_images": self.limit_images,
+            "seeds": self.seeds,
+            "workers": self.workers,
+            "timeout_s": self.timeout_s,
+            "device": self.device,
+            "precision": self.precision,
+            "batch_size": self.batch_size,
+            "progress": False,
+        }
 
 
 @dataclass
@@ -98,6 +120,25 @@ def _subset(entries: list[ImageEntry], limit: int | None, seed: int) -> list[Ima
     """A seeded subset, stratified by class label, keyed by content where the pixel hash is known (stable
     when files are renamed or the folder grows); see harness.datasets.stratified_subset."""
     return stratified_subset(entries, limit, seed)
+
+
+def resolve_device(device: str) -> str:
+    """``auto``: CUDA when torch sees a GPU, else the CPU; anything else as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _runtime_options(codec: Codec, opts: RunOptions) -> dict[str, Any]:
+    """``--device`` / ``--precision`` for the codecs that have those options (others ignore them)."""
+    out: dict[str, Any] = {}
+    if opts.device and hasattr(codec.options, "device"):
+        out["device"] = resolve_device(opts.device)
+    if opts.precision and hasattr(codec.options, "precision"):
+        out["precision"] = opts.precision
+    return out
 
 
 def _is_identity(corruption: Corruption) -> bool:
@@ -163,6 +204,10 @@ def make_plan(opts: RunOptions) -> Plan:
         cfg = by_label[label]
         try:
             codecs[label] = create_codec(cfg.codec, **cfg.options)
+            runtime = _runtime_options(codecs[label], opts)
+            if runtime:
+                by_label[label] = cfg = replace(cfg, options={**cfg.options, **runtime})
+                codecs[label] = create_codec(cfg.codec, **cfg.options)
         except (RegistryError, CodecError) as exc:
             raise SuiteError(f"codec {label!r}: {exc}") from None
         if label in rate_refs and not codecs[label].matches_rate:

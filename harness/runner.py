@@ -72,6 +72,23 @@ def budget_of(opts: RunOptions) -> Budget:
     )
 
 
+def auto_batch_size(plan: Plan, cap: int = 32) -> int:
+    """Reconstructs per batch when ``--batch-size`` is not given: 1 on the CPU (batching buys nothing there and
+    cells are decoded item by item anyway); on CUDA, what 80 % of the free memory holds by the codec's own
+    per-item estimate (:meth:`Codec.batch_memory_bytes`) for the largest image, capped at ``cap``."""
+    cuda = [c for c in plan.codecs.values() if str(getattr(c.options, "device", "cpu")).startswith("cuda")]
+    if not cuda or not plan.chosen:
+        return 1
+    import torch
+
+    free, _ = torch.cuda.mem_get_info()
+    height, width = max(((e.height, e.width) for _, e, _ in plan.chosen), key=lambda hw: hw[0] * hw[1])
+    sizes = [c.batch_memory_bytes(height, width) for c in cuda]
+    if any(s is None for s in sizes):
+        return 1
+    return max(1, min(cap, int(0.8 * free // max(sizes))))
+
+
 def run(opts: RunOptions) -> RunResult:
     """Run (or resume) a suite; returns counts. Raises SuiteError/ControlError before writing a table and
     RunDirectoryBusy when another run holds the directory."""
@@ -133,6 +150,10 @@ def _execute(opts: RunOptions, plan: Plan, store: ResultStore, started: float) -
             raise SuiteError(f"every image was refused at encode time, e.g. {refused[0]['id']}: {refused[0]['error']}")
     done = store.done_keys()
     pending = [c for c in plan.cells if c.key not in done]
+    batch = opts.batch_size or auto_batch_size(plan)
+    store.record_provenance(recorded_at, {"batch_size": batch})
+    if opts.executor is not None and opts.executor.sharded and pending:
+        return _execute_sharded(opts, plan, store, pending, started)
     memo: dict[str, DecodeRecord] = {}
     channel = Channel()
     preload = tuple(sorted({type(c).__module__ for c in plan.codecs.values()}))
@@ -155,7 +176,7 @@ def _execute(opts: RunOptions, plan: Plan, store: ResultStore, started: float) -
                     bar.set_postfix(dict(sorted(statuses.items())), refresh=False)
 
                 progress = execute_local(
-                    pending, plan, artifacts, channel, pool, store, memo, budget, clean_cpu, on_cell
+                    pending, plan, artifacts, channel, pool, store, memo, budget, clean_cpu, on_cell, batch
                 )
         restarts = pool.restarts
     return RunResult(
@@ -169,6 +190,48 @@ def _execute(opts: RunOptions, plan: Plan, store: ResultStore, started: float) -
         memo_hits=progress.memo_hits if progress else 0,
         worker_restarts=restarts,
         statuses=progress.statuses if progress else Counter(),
+        seconds=time.perf_counter() - started,
+        skipped_images=plan.skipped_images,
+    )
+
+
+def _execute_sharded(
+    opts: RunOptions, plan: Plan, store: ResultStore, pending: list, started: float
+) -> RunResult:
+    """The cells as shards through submitit (a Slurm array, or shard processes here), then merged."""
+    from harness.executors import ExecutorError, submit_shards
+    from harness.sharding import ShardPlan, make_shards, merge
+
+    cfg = opts.executor
+    n = cfg.shards or max(cfg.gpus, 1) * max(1, len({c.codec_fingerprint for c in pending}))
+    shards = make_shards(pending, n)
+    ShardPlan(opts.suite.text, opts.suite.path, opts.shard_options(), shards).write(opts.out)
+    store.close()  # the tasks read it to skip finished cells; the merge writes it
+    with _bar(opts, len(shards), f"{opts.suite.name}: shards ({cfg.name})", "shard") as bar:
+        try:
+            results = submit_shards(cfg, opts.out, len(shards), lambda _r: bar.update(1))
+            error = None
+        except ExecutorError as exc:
+            results, error = [], exc
+    merged = merge(opts.out)
+    if error is not None:
+        if "ControlError" in str(error):
+            raise ControlError(str(error))
+        raise error
+    statuses: Counter = Counter()
+    for r in results:
+        statuses.update(r.statuses)
+    return RunResult(
+        out=opts.out,
+        planned_keys=[c.key for c in plan.cells],
+        metrics=tuple(plan.metrics),
+        planned=len(plan.cells),
+        already_done=len(plan.cells) - len(pending),
+        computed=sum(r.computed for r in results),
+        decodes=merged.decodes_added,
+        memo_hits=0,
+        worker_restarts=0,
+        statuses=statuses,
         seconds=time.perf_counter() - started,
         skipped_images=plan.skipped_images,
     )

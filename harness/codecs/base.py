@@ -133,6 +133,10 @@ class Codec(ABC):
     clean_psnr_floor_db: ClassVar[float] = 15.0
     #: Whether ``encode_at_rate`` is implemented (a suite may then match another codec's bpp per image).
     matches_rate: ClassVar[bool] = False
+    #: Decoder-side information the codec uses, one name per kind (e.g. ``("stereo_right",)`` for distributed
+    #: coding): the harness passes it to ``reconstruct`` from a trusted decoder-local channel, never from the
+    #: bitstream. Codecs without any ignore the side-information axis.
+    side_info: ClassVar[tuple[str, ...]] = ()
 
     @dataclass(frozen=True)
     class Options:
@@ -189,7 +193,8 @@ class Codec(ABC):
     def reconstruct(self, state: DecodedState, decode_seed: int, hook: LatentHook | None = None) -> np.ndarray:
         """Trusted half of decoding: state to the image of ``decoded_shape`` a user would see (uint8, or float
         pixel values in [0, 255] that :meth:`decode_state` checks and casts), passing each hook point's array
-        through ``hook`` when given."""
+        through ``hook`` when given. A codec that declares :attr:`side_info` takes a fourth argument,
+        ``side_info: dict[str, np.ndarray]`` (kind -> uint8 HxWx3 image, possibly degraded)."""
 
     #: How :meth:`decode_state` turns float pixel values into uint8: ``round`` (half to even) or ``truncate``.
     output_rounding: str = "round"
@@ -216,12 +221,51 @@ class Codec(ABC):
         return state
 
     def decode_state(
-        self, state: DecodedState, decode_seed: int, hook: LatentHook | None = None, size: tuple[int, int] | None = None
+        self,
+        state: DecodedState,
+        decode_seed: int,
+        hook: LatentHook | None = None,
+        size: tuple[int, int] | None = None,
+        side_info: dict[str, np.ndarray] | None = None,
     ) -> np.ndarray:
         """``reconstruct`` plus the output checks every plugin gets: float output must be finite and within
         [0, 255] before it is cast (with :attr:`output_rounding`), the result must be uint8 of
-        ``decoded_shape(*size)`` when ``size`` is given. Raises :class:`InvalidOutput` otherwise."""
-        return to_output(self.reconstruct(state, decode_seed, hook), self.output_rounding, self._shape(size))
+        ``decoded_shape(*size)`` when ``size`` is given. Raises :class:`InvalidOutput` otherwise. ``side_info``
+        is passed on only to codecs that declare :attr:`side_info` (and must then hold every declared kind)."""
+        if self.side_info:
+            missing = [k for k in self.side_info if k not in (side_info or {})]
+            if missing:
+                raise ValueError(f"{self.name} needs decoder-side information {missing}; none was given")
+            out = self.reconstruct(state, decode_seed, hook, side_info)  # type: ignore[call-arg]
+        else:
+            out = self.reconstruct(state, decode_seed, hook)
+        return to_output(out, self.output_rounding, self._shape(size))
+
+    def decode_batch(
+        self,
+        states: list[DecodedState],
+        decode_seeds: list[int],
+        hooks: list[LatentHook | None],
+        size: tuple[int, int],
+        side_infos: list[dict[str, np.ndarray] | None] | None = None,
+    ) -> list[np.ndarray | Exception]:
+        """Several cells' states of one image size at once (GPU throughput): per item, the checked uint8 image
+        or the exception its decode raised. Each item keeps its own decode seed and hook, so the result equals
+        decoding the items one by one. This default decodes them one by one; a codec that can batch on its
+        device overrides it (RDEIC on CUDA)."""
+        side_infos = side_infos or [None] * len(states)
+        out: list[np.ndarray | Exception] = []
+        for state, seed, hook, side in zip(states, decode_seeds, hooks, side_infos, strict=True):
+            try:
+                out.append(self.decode_state(state, seed, hook, size=size, side_info=side))
+            except Exception as exc:  # one item's failure is that item's status
+                out.append(exc)
+        return out
+
+    def batch_memory_bytes(self, height: int, width: int) -> int | None:
+        """Estimated accelerator memory one more item of a batch needs (``None``: unknown, batch size 1 unless
+        asked). Used to choose a batch size from free memory."""
+        return None
 
     def _shape(self, size: tuple[int, int] | None) -> tuple[int, ...] | None:
         return None if size is None else self.decoded_shape(*size)
@@ -234,10 +278,12 @@ class Codec(ABC):
         """Shape ``reconstruct`` returns for an original of ``height`` x ``width`` (codecs that pad say so)."""
         return (height, width, 3)
 
-    def decode(self, data: bytes, size: tuple[int, int], decode_seed: int = 0) -> np.ndarray:
+    def decode(
+        self, data: bytes, size: tuple[int, int], decode_seed: int = 0, side_info: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
         """Both halves in-process (checked uint8 of ``decoded_shape(*size)``): only for bytes the harness
         produced itself (clean streams)."""
-        return self.decode_state(self.parse_checked(data, size), decode_seed, size=size)
+        return self.decode_state(self.parse_checked(data, size), decode_seed, size=size, side_info=side_info)
 
 
 def check_image(image: np.ndarray) -> np.ndarray:

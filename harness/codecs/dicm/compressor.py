@@ -1,0 +1,163 @@
+"""The CDC-style compressor DICM uses three times (BRIEF §2): ``context_fn`` (the primary image x), ``encode_w``
+(the side image: its decoder pyramid is w) and ``context_fn_cor`` (the side image's own chain, official only).
+
+::
+
+    image [-1,1] --enc: L x (ResnetBlock, -, Downsample)--> y (latent, C_y x H/2^L x W/2^L)
+    y --hyper_enc: conv3 s1, LReLU, conv5 s2, LReLU, conv5 s2--> z (C_z x H/2^(L+2) x W/2^(L+2))
+    z_hat = round(z - median) + median                     (EntropyBottleneck: compressai's factorized prior)
+    z_hat --hyper_dec: convT5 s2, LReLU, convT5 s2, LReLU, conv3--> (mean, scale); scale floored at 0.1
+    y_hat = round(y - mean) + mean                         (GaussianConditional with means)
+    y_hat --dec: L x (ResnetBlock, -, Upsample)--> pyramid [C0@H, C1@H/2, ..., C_{L-1}@H/2^(L-1)]
+
+Entropy coding uses compressai's rANS with the tables of both entropy models (``update()`` builds them). The
+official code has no coder at all (it estimates bits from likelihoods); the factorized prior it trains is the same
+density family as compressai's ``EntropyBottleneck``, which is what this module holds (``prior``), so official
+weights load through :func:`harness.codecs.dicm.checkpoint.convert_prior`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from harness.codecs.dicm.blocks import Downsample, ResnetBlock, Upsample
+from harness.codecs.dicm.config import CompressorConfig
+
+#: Scale table of the GaussianConditional: 64 log-spaced scales from the 0.1 floor to 256 (compressai's default
+#: table starts at its own 0.11 floor). A symbol is coded with the smallest table scale >= its scale.
+SCALE_LEVELS = 64
+SCALE_MAX = 256.0
+
+
+def scale_table(floor: float) -> torch.Tensor:
+    return torch.exp(torch.linspace(math.log(floor), math.log(SCALE_MAX), SCALE_LEVELS))
+
+
+def ste_round(x: torch.Tensor) -> torch.Tensor:
+    """round(x) forward, identity gradient (what the decoder sees at test time, trainable)."""
+    return (torch.round(x) - x).detach() + x
+
+
+class Compressor(nn.Module):
+    def __init__(self, cfg: CompressorConfig) -> None:
+        super().__init__()
+        from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+
+        self.cfg = cfg
+        dims = [cfg.channels, *(cfg.dim * m for m in cfg.dim_mults)]
+        in_out = list(zip(dims[:-1], dims[1:], strict=True))
+        rdims = [*(cfg.dim * m for m in reversed(cfg.dim_mults)), cfg.out_channels]
+        rin_out = list(zip(rdims[:-1], rdims[1:], strict=True))
+        hdims = [cfg.latent_channels, *(cfg.dim * m for m in cfg.hyper_dims_mults)]
+        hin_out = list(zip(hdims[:-1], hdims[1:], strict=True))
+        self.enc = nn.ModuleList(
+            nn.ModuleList([ResnetBlock(a, b, large_filter=i == 0), nn.Identity(), Downsample(b)])
+            for i, (a, b) in enumerate(in_out)
+        )
+        self.dec = nn.ModuleList()
+        for i, (a, b) in enumerate(rin_out):
+            last = i == len(rin_out) - 1
+            self.dec.append(
+                nn.ModuleList([ResnetBlock(a, a if last else b), nn.Identity(), Upsample(a if last else b, b)])
+            )
+        self.hyper_enc = nn.ModuleList()
+        for i, (a, b) in enumerate(hin_out):
+            last = i == len(hin_out) - 1
+            conv = nn.Conv2d(a, b, 3, 1, 1) if i == 0 else nn.Conv2d(a, b, 5, 2, 2)
+            self.hyper_enc.append(nn.ModuleList([conv, nn.Identity(), nn.Identity() if last else nn.LeakyReLU(0.2)]))
+        self.hyper_dec = nn.ModuleList()
+        rhdims = hdims[::-1]
+        for i, (a, b) in enumerate(zip(rhdims[:-1], rhdims[1:], strict=True)):
+            last = i == len(hin_out) - 1
+            conv = nn.Conv2d(a, 2 * b, 3, 1, 1) if last else nn.ConvTranspose2d(a, b, 5, 2, 2, output_padding=1)
+            self.hyper_dec.append(nn.ModuleList([conv, nn.Identity(), nn.Identity() if last else nn.LeakyReLU(0.2)]))
+        self.prior = EntropyBottleneck(cfg.hyper_channels, filters=cfg.prior_filters)
+        self.gaussian_conditional = GaussianConditional(None, scale_bound=cfg.scale_bound)
+
+    # -- entropy tables -------------------------------------------------------------------------------------
+    def update(self, force: bool = True) -> None:
+        """Rebuild both CDF tables (after loading weights): the factorized prior's per channel, the Gaussian's
+        from :func:`scale_table`."""
+        self.prior.update(force=force)
+        self.gaussian_conditional.update_scale_table(scale_table(self.cfg.scale_bound), force=force)
+
+    def resize_entropy_buffers(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
+        """Give the CDF buffers the shapes ``state`` holds, so a strict load of a saved model works."""
+        for module_name in ("prior", "gaussian_conditional"):
+            module = getattr(self, module_name)
+            for name in ("_offset", "_quantized_cdf", "_cdf_length", "scale_table"):
+                key = f"{prefix}{module_name}.{name}"
+                if key in state and hasattr(module, name):
+                    cur = getattr(module, name)
+                    setattr(module, name, torch.empty(state[key].shape, dtype=cur.dtype, device=cur.device))
+
+    # -- stages ---------------------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        for resnet, _, down in self.enc:  # type: ignore[misc]
+            x = down(resnet(x))
+        return x
+
+    def hyper_encode(self, y: torch.Tensor) -> torch.Tensor:
+        for conv, _, act in self.hyper_enc:  # type: ignore[misc]
+            y = act(conv(y))
+        return y
+
+    def hyper_decode(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_hat -> (mean, scale) of y, scale floored at ``scale_bound`` (the official clamp)."""
+        h = z_hat
+        for conv, _, act in self.hyper_dec:  # type: ignore[misc]
+            h = act(conv(h))
+        mean, scale = h.chunk(2, dim=1)
+        return mean, scale.clamp(min=self.cfg.scale_bound)
+
+    def decode(self, y_hat: torch.Tensor) -> list[torch.Tensor]:
+        """y_hat -> the context pyramid, full resolution first (``cfg.pyramid_channels``)."""
+        out = []
+        h = y_hat
+        for resnet, _, up in self.dec:  # type: ignore[misc]
+            h = up(resnet(h))
+            out.append(h)
+        return out[::-1]
+
+    def medians(self) -> torch.Tensor:
+        """The factorized prior's per-channel medians, shaped [1, C_z, 1, 1]."""
+        return self.prior.quantiles[:, 0, 1].detach().reshape(1, -1, 1, 1)
+
+    def quantize_z(self, z: torch.Tensor) -> torch.Tensor:
+        med = self.medians()
+        return torch.round(z - med) + med
+
+    @torch.no_grad()
+    def latents(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Deterministic analysis of an image in [-1, 1]: y, z_hat, (mean, scale), y_hat (no entropy coding)."""
+        y = self.encode(x)
+        z_hat = self.quantize_z(self.hyper_encode(y))
+        mean, scale = self.hyper_decode(z_hat)
+        y_hat = torch.round(y - mean) + mean
+        return {"y": y, "z_hat": z_hat, "mean": mean, "scale": scale, "y_hat": y_hat}
+
+    def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training forward: pyramid of the straight-through-rounded y_hat (the values the coder gives), bits of
+        y and z from noise-relaxed likelihoods (compressai's training mode), per image, summed."""
+        y = self.encode(x)
+        z = self.hyper_encode(y)
+        _, z_lik = self.prior(z, training=True)
+        med = self.medians()
+        z_hat = ste_round(z - med) + med
+        mean, scale = self.hyper_decode(z_hat)
+        _, y_lik = self.gaussian_conditional(y, scale, mean, training=True)
+        y_hat = ste_round(y - mean) + mean
+        bits = -(torch.log2(y_lik).sum(dim=(1, 2, 3)) + torch.log2(z_lik).sum(dim=(1, 2, 3)))
+        return {"pyramid": self.decode(y_hat), "bits": bits, "y_hat": y_hat}
+
+    def estimated_bits(self, y_hat: torch.Tensor, z_hat: torch.Tensor) -> tuple[float, float]:
+        """(bits of y, bits of z): -sum log2 likelihood of the coded symbols under the model (the official "bpp"
+        numerator; the rANS file should be within a few % of it)."""
+        with torch.no_grad():
+            _, z_lik = self.prior(z_hat, training=False)
+            mean, scale = self.hyper_decode(z_hat)
+            _, y_lik = self.gaussian_conditional(y_hat, scale, mean, training=False)
+        return float(-torch.log2(y_lik).sum()), float(-torch.log2(z_lik).sum())
