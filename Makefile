@@ -27,9 +27,8 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
-	$(PY) benchmarks/bench_workers.py
-	$(PY) benchmarks/bench_rdeic.py
+bench: $(STAMP)  # all of issue #17's benchmarks; rewrites benchmarks/RESULTS.md (~15-20 min on 2 cores; BENCH_ARGS=--quick)
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="run directory (default runs/<suite>); re-running resumes")
     p.add_argument("--fresh", action="store_true", help="discard the run directory's results and cache first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true", help="resolve the suite and count its cells; encode nothing")
     g = p.add_argument_group("devices (codecs with these options: RDEIC; part of the fingerprint)")
     g.add_argument("--device", choices=("cpu", "cuda", "auto"), help="where reconstruct runs (parse stays on CPU)")
     g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="autocast precision of reconstruct (CUDA)")
@@ -143,7 +144,7 @@ def run_suite(args: argparse.Namespace) -> int:
 
 
 def _run_plain_suite(args: argparse.Namespace, suite: Any, out: Path) -> int:
-    from harness.runner import ControlError, RunOptions, run
+    from harness.runner import ControlError, RunOptions, make_plan, run
     from reports.tables import write_summary
     from reports.terminal import headline
 
@@ -163,6 +164,14 @@ def _run_plain_suite(args: argparse.Namespace, suite: Any, out: Path) -> int:
         batch_size=args.batch_size,
         executor=_executor(args),
     )
+    if args.dry_run:
+        plan = make_plan(opts)
+        labels = Counter(c.codec_label for c in plan.cells)
+        skipped = len(plan.skipped_images)
+        print(f"{suite.name}: {len(plan.cells)} cells on {len(plan.images)} images ({skipped} skipped) per codec:")
+        for label, n in labels.items():
+            print(f"  {label}: {n}")
+        return 0
     try:
         result = run(opts)
     except ControlError as exc:
@@ -209,6 +218,13 @@ def run_finetune_suite(args: argparse.Namespace, suite) -> int:
 
     if args.codec or args.dataset or args.limit_images or args.seeds:
         raise UsageError("--codec/--dataset/--limit-images/--seeds do not apply to a [finetune] suite; edit its TOML")
+    if args.dry_run:
+        spec = suite.finetune
+        ood = ", ".join(d.name for d in spec.datasets)
+        ind = ", ".join(d.name for d in spec.in_distribution) or "none"
+        print(f"{suite.name}: fine-tune {spec.label} ({spec.train.mode}, {spec.train.steps} steps) on {ood}")
+        print(f"  in-distribution (forgetting): {ind}")
+        return 0
     flags = {k: str(v) for k, v in (("rdeic_ckpt", args.rdeic_ckpt), ("sd_ckpt", args.sd_ckpt)) if v}
     if flags:
         spec = suite.finetune

@@ -158,11 +158,57 @@ def _base_codec(name: str) -> str:
     return str(getattr(target, "name", name))
 
 
+@dataclass
+class _Codecs:
+    """The suite's codec configs, resolved: what the cells of each label are keyed by and how they relate."""
+
+    by_label: dict[str, Any]  # label -> CodecConfig (runtime options applied)
+    selected: list[str]  # labels with cells (after --codec)
+    codecs: dict[str, Codec]  # the selected configs plus the rate references and partners they need
+    fingerprints: dict[str, str]  # label -> fingerprint its cells are keyed by (rate-matched: with the reference)
+    own: dict[str, str]  # label -> the codec's own fingerprint
+    rate_refs: dict[str, str]  # label -> label whose bpp it matches per image
+    channel_codecs: dict[str, str]  # label -> fingerprint whose corruption draws it reuses (paired_with)
+
+
+Level = tuple[str, dict[str, Any], str, Corruption, dict[str, Any] | None]  # name, params, scope, instance, FEC
+
+
 def make_plan(opts: RunOptions) -> Plan:
-    """Resolve every name and parameter of the suite and enumerate its cells (deterministic order)."""
+    """Resolve every name and parameter of the suite and enumerate its cells (deterministic order)::
+
+        metrics (available ones) -> codec configs -> corruption levels -> images -> cells
+    """
     from harness.codecs.rdeic.flags import resolve_auto
 
     suite, _ = resolve_auto(opts.suite, None, None)  # the CLI resolves it first, with its flags
+    metrics = _metrics(suite)
+    setup = _codecs(suite, opts)
+    corruptions, levels = _levels(suite, setup.codecs)
+    images = _images(suite, opts, setup.codecs)
+    cells = _cells(suite, opts, setup, levels, images["chosen"], tuple(metrics))
+    if not cells and any(c.scopes == ("*",) for c in suite.corruptions):
+        raise SuiteError(
+            "no cells: the suite's corruptions target every hook/segment a codec declares ('*'), and "
+            f"none of {', '.join(setup.selected)} declares any (JPEG2000 has no latent hooks; RDEIC does)"
+        )
+    return Plan(
+        cells,
+        setup.codecs,
+        corruptions,
+        images["by_sha"],
+        metrics,
+        tuple(range(suite.decode_seeds)),
+        images["subsets"],
+        setup.fingerprints,
+        setup.rate_refs,
+        datasets=images["records"],
+        skipped_images=images["skipped"],
+        chosen=images["chosen"],
+    )
+
+
+def _metrics(suite: Suite) -> dict[str, Metric]:
     try:
         created = {name: create_metric(name) for name in suite.metrics}
     except RegistryError as exc:
@@ -175,7 +221,10 @@ def make_plan(opts: RunOptions) -> Plan:
             f"none of the suite's metrics ({', '.join(suite.metrics)}) can be computed here; "
             "see `python evaluate.py metrics check`"
         )
+    return metrics
 
+
+def _codecs(suite: Suite, opts: RunOptions) -> _Codecs:
     # --codec takes a label, the name the suite gives (a preset such as j2k-plain) or the codec it builds (jpeg2000)
     names = {cfg.label: {cfg.label, cfg.codec, _base_codec(cfg.codec)} for cfg in suite.codecs}
     wanted_codecs = _select([n for ns in names.values() for n in sorted(ns)], opts.codecs, "codec")
@@ -213,18 +262,21 @@ def make_plan(opts: RunOptions) -> Plan:
         if label in rate_refs and not codecs[label].matches_rate:
             raise SuiteError(f"codec {label!r}: {cfg.codec} cannot match another codec's rate per image")
     # a rate-matched config's results depend on its reference: key them by both fingerprints
-    fingerprints = {label: codec.fingerprint() for label, codec in codecs.items()}
-    fingerprints_own = dict(fingerprints)
+    own = {label: codec.fingerprint() for label, codec in codecs.items()}
+    fingerprints = dict(own)
     for label, ref in rate_refs.items():
-        fingerprints[label] = key_of({"codec": fingerprints[label], "rate_of": fingerprints[ref]})
-    channel_codecs: dict[str, str] = {}  # label -> fingerprint whose corruption draws it reuses
+        fingerprints[label] = key_of({"codec": own[label], "rate_of": own[ref]})
+    channel_codecs: dict[str, str] = {}
     for label, other in pair_refs.items():
         if codecs[other].name != codecs[label].name:
             raise SuiteError(f"codec {label!r}: paired_with needs the same codec ({codecs[label].name}), got {other!r}")
         channel_codecs[label] = fingerprints[other]
+    return _Codecs(by_label, selected, codecs, fingerprints, own, rate_refs, channel_codecs)
 
+
+def _levels(suite: Suite, codecs: dict[str, Codec]) -> tuple[dict[str, Corruption], list[Level]]:
     corruptions: dict[str, Corruption] = {}
-    levels: list[tuple[str, dict[str, Any], str, Corruption, dict[str, Any] | None]] = []
+    levels: list[Level] = []
     for cfg in suite.corruptions:
         try:
             cls = CORRUPTIONS.get(cfg.corruption)
@@ -249,14 +301,13 @@ def make_plan(opts: RunOptions) -> Plan:
                         f"{cfg.corruption}: {where} {scope!r} is not offered by codec {label!r} "
                         f"(it offers: {', '.join(valid) or 'no ' + where + 's'})"
                     )
+    return corruptions, levels
 
-    dataset_names = [d.name for d in suite.datasets]
-    wanted_datasets = _select(dataset_names, opts.datasets, "dataset")
-    images: dict[str, tuple[Dataset, ImageEntry]] = {}
-    chosen: list[tuple[Dataset, ImageEntry, str]] = []
-    subsets: dict[str, list[str]] = {}
-    dataset_records: list[dict[str, Any]] = []
-    skipped_images: list[dict[str, Any]] = []
+
+def _images(suite: Suite, opts: RunOptions, codecs: dict[str, Codec]) -> dict[str, Any]:
+    """The chosen images of every [[datasets]] entry (subset, preprocessing), and the ones left out, with why."""
+    wanted_datasets = _select([d.name for d in suite.datasets], opts.datasets, "dataset")
+    out: dict[str, Any] = {"by_sha": {}, "chosen": [], "subsets": {}, "records": [], "skipped": []}
     # a codec may declare `min_side` (px, attribute or method): smaller prepared images are recorded as skipped
     sides = [getattr(c, "min_side", 0) for c in codecs.values()]
     codec_min_side = max((int((s() if callable(s) else s) or 0) for s in sides), default=0)
@@ -277,26 +328,39 @@ def make_plan(opts: RunOptions) -> Plan:
             raise SuiteError(str(exc)) from None
         if not sel.entries:
             raise SuiteError(f"dataset {dcfg.name!r}: no usable image ({len(sel.skipped)} skipped: {sel.skipped[:1]})")
-        ds = sel.dataset
-        subsets[dcfg.name if dcfg.name not in subsets else f"{dcfg.name}#{i}"] = [e.id for e in sel.entries]
-        dataset_records.append(sel.record)
-        skipped_images.extend(sel.skipped)
+        out["subsets"][dcfg.name if dcfg.name not in out["subsets"] else f"{dcfg.name}#{i}"] = [
+            e.id for e in sel.entries
+        ]
+        out["records"].append(sel.record)
+        out["skipped"].extend(sel.skipped)
         for e in sel.entries:
-            images.setdefault(e.sha256, (ds, e))
-            chosen.append((ds, e, sel.preprocessing))
+            out["by_sha"].setdefault(e.sha256, (sel.dataset, e))
+            out["chosen"].append((sel.dataset, e, sel.preprocessing))
+    return out
 
+
+def _cells(
+    suite: Suite,
+    opts: RunOptions,
+    setup: _Codecs,
+    levels: list[Level],
+    chosen: list[tuple[Dataset, ImageEntry, str]],
+    metrics: tuple[str, ...],
+) -> list[Cell]:
+    """image x codec config x level x scope x replicate x decode seed, deduplicated by key, in plan order."""
     seeds = opts.seeds or suite.seeds
-    decode_seeds = tuple(range(suite.decode_seeds))
     cells: dict[str, Cell] = {}
+    identity = {label: (setup.codecs[label].config(), setup.codecs[label].weights_hash()) for label in setup.selected}
     for ds, entry, prep in chosen:
-        for label in selected:
-            codec, fingerprint = codecs[label], fingerprints[label]
+        for label in setup.selected:
+            codec, cfg = setup.codecs[label], setup.by_label[label]
+            config, weights_hash = identity[label]
             for name, params, level_scope, inst, fec in levels:
-                if by_label[label].clean_only and (fec is not None or not _is_identity(inst)):
+                if cfg.clean_only and (fec is not None or not _is_identity(inst)):
                     continue
                 for scope in _expand_scope(level_scope, inst, codec):
                     for replicate in range(seeds):
-                        for dseed in decode_seeds:
+                        for dseed in range(suite.decode_seeds):
                             cell = Cell(
                                 dataset=ds.name,
                                 dataset_version=ds.version,
@@ -305,8 +369,8 @@ def make_plan(opts: RunOptions) -> Plan:
                                 width=entry.width,
                                 preprocessing=prep,
                                 codec=codec.name,
-                                codec_fingerprint=fingerprint,
-                                channel_codec=channel_codecs.get(label),
+                                codec_fingerprint=setup.fingerprints[label],
+                                channel_codec=setup.channel_codecs.get(label),
                                 corruption=name,
                                 params=params,
                                 scope=scope,
@@ -314,35 +378,15 @@ def make_plan(opts: RunOptions) -> Plan:
                                 suite_seed=suite.seed,
                                 replicate=replicate,
                                 decode_seed=dseed,
-                                metrics=tuple(metrics),
+                                metrics=metrics,
                                 image_id=entry.id,
                                 codec_label=label,
-                                codec_config=codec.config(),
-                                weights_hash=codec.weights_hash(),
+                                codec_config=config,
+                                weights_hash=weights_hash,
                                 level=inst.label(),
-                                codec_name=by_label[label].codec,
-                                codec_options=dict(by_label[label].options),
-                                rate_of=fingerprints_own.get(rate_refs.get(label, "")),
+                                codec_name=cfg.codec,
+                                codec_options=dict(cfg.options),
+                                rate_of=setup.own.get(setup.rate_refs.get(label, "")),
                             )
                             cells.setdefault(cell.key, cell)
-    if not cells and any(c.scopes == ("*",) for c in suite.corruptions):
-        raise SuiteError(
-            "no cells: the suite's corruptions target every hook/segment a codec declares ('*'), and "
-            f"none of {', '.join(selected)} declares any (JPEG2000 has no latent hooks; RDEIC does)"
-        )
-    return Plan(
-        list(cells.values()),
-        codecs,
-        corruptions,
-        images,
-        metrics,
-        decode_seeds,
-        subsets,
-        fingerprints,
-        rate_refs,
-        datasets=dataset_records,
-        skipped_images=skipped_images,
-        chosen=chosen,
-    )
-
-
+    return list(cells.values())

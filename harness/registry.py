@@ -165,6 +165,34 @@ CODECS.register(
     ),
 )
 
+# -- LDM-RSIC (issue #18): ELIC bits + decoder-side MEN guided by a generated distortion prior; JPEG2000* --------
+CODECS.register("ldm-rsic", "harness.codecs.ldm_rsic.codec:LDMRSIC")
+CODECS.register("j2k+men", "harness.codecs.ldm_rsic.codec:J2KMEN")
+# ELIC alone is LDM-RSIC without the enhancer: the same codec (so `paired_with` can pair the two on the same
+# corrupted streams), the same bits
+CODECS.register("elic", Preset("ldm-rsic", {"enhance": False}, "ELIC alone: LDM-RSIC's bits, no enhancement"))
+LDM_RSIC_TINY = Path(__file__).resolve().parent.parent / "weights" / "ldm-rsic-tiny"
+_LDM_TINY = {
+    "config": "tiny",
+    "lam": 0.0032,
+    "weights": str(LDM_RSIC_TINY / "ldm-rsic-tiny.safetensors"),
+    "geometry": "tiled",  # the tiny MEN's native size is 64 px: larger images are enhanced in 64-px tiles
+}
+CODECS.register("ldm-rsic-tiny", Preset("ldm-rsic", _LDM_TINY, "LDM-RSIC-tiny (weights/ldm-rsic-tiny/MODEL_CARD.md)"))
+CODECS.register("elic-tiny", Preset("ldm-rsic", {**_LDM_TINY, "enhance": False}, "ELIC-tiny alone (same bits)"))
+CODECS.register(
+    "j2k+men-tiny",
+    Preset(
+        "j2k+men",
+        {
+            "config": "tiny",
+            "men_weights": str(LDM_RSIC_TINY / "j2k-men-tiny.safetensors"),
+            "geometry": "tiled",
+        },
+        "JPEG2000* with LDM-RSIC-tiny's JPEG2000 MEN (same bits as jpeg2000)",
+    ),
+)
+
 CORRUPTIONS: Registry = Registry("corruption", "harness.corruptions")
 CORRUPTIONS.register("bsc", "corruptions.bsc:BinarySymmetricChannel")
 CORRUPTIONS.register("burst", "corruptions.gilbert_elliott:GilbertElliott")
@@ -186,6 +214,10 @@ DATASETS.register("lsdir", "harness.datasets.loaders:LSDIR")
 DATASETS.register("standin_astro", "harness.datasets.standins:StandInAstro")
 DATASETS.register("standin_sketch", "harness.datasets.standins:StandInSketch")
 DATASETS.register("standin_terrain", "harness.datasets.standins:StandInTerrain")
+# remote-sensing test sets of LDM-RSIC (issue #18) and an offline overhead stand-in
+DATASETS.register("dota", "harness.datasets.remote_sensing:DOTA")
+DATASETS.register("ucmerced", "harness.datasets.remote_sensing:UCMerced")
+DATASETS.register("standin_overhead", "harness.datasets.remote_sensing:StandInOverhead")
 
 METRICS: Registry = Registry("metric", "harness.metrics")
 METRICS.register("psnr", "harness.metrics:PSNR")
@@ -197,3 +229,44 @@ METRICS.register("lpips", "harness.metrics.torch_metrics:LPIPS")
 METRICS.register("lpips_vgg", "harness.metrics.torch_metrics:LPIPS_VGG")
 METRICS.register("dists", "harness.metrics.torch_metrics:DISTS")
 METRICS.register("niqe", "harness.metrics.torch_metrics:NIQE")
+
+# -- DICM (issue #19): distributed coding with decoder-side information, its side-information corruptions
+# (acts_on = "side_info", corruptions/side_info.py) and stereo datasets. DICM-tiny's weights: weights/dicm-tiny/.
+DICM_TINY_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "dicm-tiny"
+CODECS.register("dicm", "harness.codecs.dicm.codec:DICM")
+CODECS.register(
+    "dicm@tiny",
+    Preset(
+        "dicm",
+        {"config": "tiny", "weights": str(DICM_TINY_WEIGHTS / "dicm-tiny.safetensors"), "time_input": "t"},
+        "DICM-tiny (the project's own small DICM; side information: the other stereo view)",
+    ),
+)
+CODECS.register(
+    "dicm@tiny-no-side",
+    Preset(
+        "dicm",
+        {
+            "config": "tiny",
+            "weights": str(DICM_TINY_WEIGHTS / "dicm-tiny.safetensors"),
+            "time_input": "t",
+            "ignore_side_info": True,
+        },
+        "DICM-tiny decoded without side information (w = 0): the same streams, the 'DICM without w' reference",
+    ),
+)
+CORRUPTIONS.register("side_noise", "corruptions.side_info:SideNoise")
+CORRUPTIONS.register("side_blur", "corruptions.side_info:SideBlur")
+CORRUPTIONS.register("side_jpeg", "corruptions.side_info:SideJPEG")
+CORRUPTIONS.register("side_jpeg2000", "corruptions.side_info:SideJPEG2000")
+CORRUPTIONS.register("side_downscale", "corruptions.side_info:SideDownscale")
+CORRUPTIONS.register("side_shift", "corruptions.side_info:SideShift")
+CORRUPTIONS.register("side_rectify", "corruptions.side_info:SideRectify")
+CORRUPTIONS.register("side_occlusion", "corruptions.side_info:SideOcclusion")
+CORRUPTIONS.register("side_photometric", "corruptions.side_info:SidePhotometric")
+CORRUPTIONS.register("side_temporal", "corruptions.side_info:SideTemporal")
+CORRUPTIONS.register("side_wrong_pair", "corruptions.side_info:SideWrongPair")
+CORRUPTIONS.register("side_missing", "corruptions.side_info:SideMissing")
+DATASETS.register("kitti", "harness.datasets.stereo:KITTIStereo")
+DATASETS.register("cityscapes", "harness.datasets.stereo:CityscapesStereo")
+DATASETS.register("standin_stereo", "harness.datasets.stereo:StandInStereo")

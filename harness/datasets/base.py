@@ -27,7 +27,7 @@ import inspect
 import os
 import tomllib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +92,10 @@ class ImageEntry:
     original_width: int | None = None
     original_height: int | None = None
     orientation: int | None = None  # EXIF orientation applied when decoding (1 = none); None: not decoded here
+    #: decoder-side images (kind -> a locator :meth:`Dataset.load_side` understands, e.g. the other stereo view's
+    #: file). Not part of ``sha256`` or of anything keyed by the primary image: a cell that uses side information
+    #: keys it by the side image's own pixel hash and its degradation.
+    side: dict[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def original_size(self) -> tuple[int, int]:
@@ -115,6 +119,8 @@ class ImageEntry:
             row["conversion"] = self.conversion
         if self.orientation is not None:
             row["orientation"] = self.orientation
+        if self.side:
+            row["side"] = dict(self.side)
         return row
 
 
@@ -179,6 +185,14 @@ class Dataset(ABC):
                 f"{self.name}/{entry.id}: pixels do not match the recorded sha256; the file changed on disk"
             )
         return image
+
+    def load_side(self, entry: ImageEntry, kind: str) -> np.ndarray:
+        """The decoder-side image of ``kind`` for ``entry`` (uint8 HxWx3, the same conversion rules as the primary
+        image), e.g. the other view of a stereo pair. Datasets without side images refuse in one line."""
+        raise DatasetError(
+            f"{self.name}: no decoder-side image {kind!r} for {entry.id} (this dataset provides none; stereo "
+            "datasets such as kitti, cityscapes and standin_stereo do)"
+        )
 
     def describe(self) -> dict[str, Any]:
         """What a run records about where the images came from."""

@@ -35,7 +35,9 @@ class Block(nn.Module):
     def __init__(self, dim: int, dim_out: int, large_filter: bool = False) -> None:
         super().__init__()
         k = 7 if large_filter else 3
-        self.block = nn.Sequential(nn.Conv2d(dim, dim_out, k, padding=k // 2), ChannelLayerNorm(dim_out), nn.LeakyReLU(0.2))
+        self.block = nn.Sequential(
+            nn.Conv2d(dim, dim_out, k, padding=k // 2), ChannelLayerNorm(dim_out), nn.LeakyReLU(0.2)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)

@@ -19,6 +19,7 @@ weights load through :func:`harness.codecs.dicm.checkpoint.convert_prior`.
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -48,11 +49,11 @@ class Compressor(nn.Module):
 
         self.cfg = cfg
         dims = [cfg.channels, *(cfg.dim * m for m in cfg.dim_mults)]
-        in_out = list(zip(dims[:-1], dims[1:], strict=True))
+        in_out = list(pairwise(dims))
         rdims = [*(cfg.dim * m for m in reversed(cfg.dim_mults)), cfg.out_channels]
-        rin_out = list(zip(rdims[:-1], rdims[1:], strict=True))
+        rin_out = list(pairwise(rdims))
         hdims = [cfg.latent_channels, *(cfg.dim * m for m in cfg.hyper_dims_mults)]
-        hin_out = list(zip(hdims[:-1], hdims[1:], strict=True))
+        hin_out = list(pairwise(hdims))
         self.enc = nn.ModuleList(
             nn.ModuleList([ResnetBlock(a, b, large_filter=i == 0), nn.Identity(), Downsample(b)])
             for i, (a, b) in enumerate(in_out)
@@ -70,7 +71,7 @@ class Compressor(nn.Module):
             self.hyper_enc.append(nn.ModuleList([conv, nn.Identity(), nn.Identity() if last else nn.LeakyReLU(0.2)]))
         self.hyper_dec = nn.ModuleList()
         rhdims = hdims[::-1]
-        for i, (a, b) in enumerate(zip(rhdims[:-1], rhdims[1:], strict=True)):
+        for i, (a, b) in enumerate(pairwise(rhdims)):
             last = i == len(hin_out) - 1
             conv = nn.Conv2d(a, 2 * b, 3, 1, 1) if last else nn.ConvTranspose2d(a, b, 5, 2, 2, output_padding=1)
             self.hyper_dec.append(nn.ModuleList([conv, nn.Identity(), nn.Identity() if last else nn.LeakyReLU(0.2)]))

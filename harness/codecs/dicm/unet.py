@@ -12,6 +12,8 @@ input of each of the first ``len(pyramid)`` levels.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -26,7 +28,7 @@ class Unet(nn.Module):
         self.context_channels = context_channels
         dim = cfg.dim
         dims = [cfg.channels, *(dim * m for m in cfg.dim_mults)]
-        in_out = list(zip(dims[:-1], dims[1:], strict=True))
+        in_out = list(pairwise(dims))
         time_dim = dim
         self.time_mlp = nn.Sequential(
             nn.Linear(1, dim * cfg.time_hidden_mult), nn.GELU(), nn.Linear(dim * cfg.time_hidden_mult, time_dim)

@@ -7,7 +7,7 @@ ELIC ``TestModel(N=192, M=320)`` with groups [16, 16, 32, 64, 192], and the S2 n
 for unit tests (seconds on a CPU, random weights only).
 
 Geometry: the DFAM turns the 4 x 4 token grid into a (4 * 2**K)-pixel map at the MEN's latent level (input / 8),
-so the MEN runs on squares of ``native_size = 32 * 2**K`` pixels only: 256 official (K = 3), 128 tiny (K = 2).
+so the MEN runs on squares of ``native_size = 32 * 2**K`` pixels only: 256 official (K = 3), 64 tiny (K = 1, brief §5).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ TINY = ModelConfig(
         refinement_blocks=1,
         heads=(1, 1, 2, 2),
         token_dim=64,
-        upsamplings=2,
+        upsamplings=1,
         cross_head_dim=16,
         ca_reduction=8,
         cond_channels=32,

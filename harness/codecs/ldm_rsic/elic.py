@@ -23,22 +23,19 @@ available): the order of ParamAggregation's input (hyper, channel context, spati
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from harness.codecs.ldm_rsic.config import ELICConfig
-from harness.codecs.rdeic.compression import squeeze, unsqueeze
+
+# shared with RDEIC (imported, not copied): compressai's default 64-entry scale table exp(linspace(ln 0.11, ln 256,
+# 64)), which the official updata.py uses too, and the checkerboard squeeze / unsqueeze of anchor positions
+from harness.codecs.rdeic.compression import scale_table, squeeze, unsqueeze
 
 #: ``symbols_fn(slice, anchor, scales_sq, means_sq) -> int symbols`` of the squeezed (B x C x h x w/2) positions.
 SymbolsFn = Callable[[int, bool, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def scale_table() -> torch.Tensor:
-    """exp(linspace(ln 0.11, ln 256, 64)): compressai's default table, what the official updata.py uses."""
-    return torch.exp(torch.linspace(math.log(0.11), math.log(256), 64))
 
 
 def conv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.Conv2d:

@@ -1,0 +1,190 @@
+"""The DICM-tiny recipe: ``python -m harness.train.dicm_tiny --out weights/dicm-tiny``.
+
+Trains the ``tiny`` config (harness/codecs/dicm/config.py) on CPU from generated stereo pairs
+(harness/datasets/stereo_synth.py, seeds >= 1,000,000; the ``standin_stereo`` dataset uses seeds from 0, so its
+pairs are never trained on), in one resumable stage of ``harness.train.loop.Stage``:
+
+    pool      ``pool_pairs`` pairs of 64 x 128, generated once (seeded), cached in <work>/pool.npz
+    stage     context_fn + encode_w + UNet together, the objective of harness/train/dicm_stages.py
+
+then writes ``dicm-tiny.safetensors`` (fp32, CDF tables built) and ``recipe.json`` (every hyper-parameter, the
+wall time, torch version). Rerunning the command resumes where it stopped and skips a finished stage; an
+uninterrupted run is deterministic on one machine (same torch, same thread count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.train.dicm_stages import StereoPairPool, describe_loss
+from harness.train.loop import Stage, StageConfig
+
+WEIGHTS_FILE = "dicm-tiny.safetensors"
+TRAIN_FIRST_SEED = 1_000_000
+
+
+@dataclass
+class Recipe:
+    seed: int = 20261130
+    threads: int = 1  # one thread: on the shared 2-core machine two threads thrash under load (measured)
+    pool_pairs: int = 1024
+    pool_height: int = 64
+    pool_width: int = 128
+    crop_height: int = 64
+    crop_width: int = 64
+    steps: int = 1600
+    batch: int = 8
+    lr: float = 3e-4
+    warmup: int = 50
+    alpha: float = 0.5  # weight of the L1 on x0_hat (official: 0.9, on LPIPS)
+    beta: float = 0.002  # rate weight on bpp_x + bpp_w
+    ctx_weight: float = 1.0  # L1 of each pyramid's first level against its input (0 officially; see dicm_stages)
+    w_drop: float = 0.15  # share of each batch trained with w = 0 ("DICM without w")
+    w_noise_std: float = 0.001
+
+    def scaled(self, factor: float) -> Recipe:
+        """The same recipe with the step count multiplied (``--scale 0.01``: a smoke run)."""
+        out = Recipe(**asdict(self))
+        out.steps = max(2, round(self.steps * factor))
+        out.warmup = min(self.warmup, max(1, out.steps // 10))
+        out.pool_pairs = max(8, min(self.pool_pairs, round(self.pool_pairs * factor * 4)))
+        return out
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def build_model(seed: int):
+    from harness.codecs.dicm.config import TINY
+    from harness.codecs.dicm.model import DICMModel
+
+    return DICMModel(TINY, seed=seed)
+
+
+def pool(recipe: Recipe, work: Path) -> StereoPairPool:
+    """The training pairs, generated once and cached (the generator is deterministic; the cache saves ~1 min)."""
+    cache = work / "pool.npz"
+    key = f"{recipe.pool_pairs}x{recipe.pool_height}x{recipe.pool_width}@{TRAIN_FIRST_SEED}"
+    views = None
+    if cache.is_file():
+        with np.load(cache) as npz:
+            if str(npz["key"]) == key:
+                views = npz["views"]
+    if views is None:
+        views = StereoPairPool.generate(recipe.pool_pairs, recipe.pool_height, recipe.pool_width, TRAIN_FIRST_SEED)
+        work.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, views=views, key=np.array(key))
+    return StereoPairPool(views, (recipe.crop_height, recipe.crop_width), recipe.seed + 1)
+
+
+def train(recipe: Recipe, work: Path, progress: bool = True) -> tuple[object, dict]:
+    from harness.train.dicm_stages import dicm_loss
+
+    model = build_model(recipe.seed)
+    t0 = time.perf_counter()
+    data = pool(recipe, work)
+    _log(f"training pool: {data.views.shape[0]} pairs ({time.perf_counter() - t0:.0f} s)")
+    cfg = StageConfig(
+        "stage",
+        recipe.steps,
+        recipe.lr,
+        warmup=recipe.warmup,
+        seed=recipe.seed,
+        log_every=25,
+        ckpt_every=max(10, min(250, recipe.steps // 10)),
+        extra={k: v for k, v in asdict(recipe).items() if k not in ("steps", "lr", "warmup", "seed")},
+    )
+
+    def loss_fn(step: int):
+        x, side = data.batch(recipe.batch)
+        return dicm_loss(
+            model, x, side, recipe.alpha, recipe.beta, recipe.w_drop, recipe.w_noise_std, recipe.ctx_weight
+        )
+
+    summary = Stage(
+        cfg,
+        model,
+        ("denoise_fn.", "context_fn.", "encode_w."),
+        loss_fn,
+        work,
+        samplers={"pairs": data},
+        progress=progress,
+    ).run()
+    return model, summary
+
+
+def export(model, path: Path, recipe: Recipe) -> None:
+    """Every tensor of the state dict in fp32, the priors' coding ranges solved and the CDF tables built."""
+    from safetensors.torch import save_file
+
+    from harness.codecs.dicm.checkpoint import tails_for
+
+    with torch.no_grad():
+        for comp in model.compressors():  # the coding range of z: solved on the trained density, median kept
+            comp.prior.quantiles.copy_(tails_for(comp.prior, comp.prior.quantiles[:, :, 1:2].detach()))
+    model.update(force=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"config": "tiny", "recipe": json.dumps(asdict(recipe), sort_keys=True), "torch": torch.__version__}
+    save_file(state, str(path), metadata=meta)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness.train.dicm_tiny", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="weights/dicm-tiny", help="output folder (weights, recipe.json)")
+    ap.add_argument("--work", default=None, help="checkpoint folder (default <out>/train)")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply the step count (0.01: smoke run)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    recipe = Recipe()
+    if args.scale != 1.0:
+        recipe = recipe.scaled(args.scale)
+    if args.threads:
+        recipe.threads = args.threads
+    torch.set_num_threads(recipe.threads)
+    out = Path(args.out)
+    work = Path(args.work) if args.work else out / "train"
+    out.mkdir(parents=True, exist_ok=True)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    _log(f"DICM-tiny recipe -> {out} (checkpoints in {work}), {recipe.threads} threads, {recipe.steps} steps")
+    model, summary = train(recipe, work, progress=not args.no_progress)
+    export(model, out / WEIGHTS_FILE, recipe)
+    wall = time.perf_counter() - t0
+    record = {
+        "command": "python -m harness.train.dicm_tiny " + " ".join(sys.argv[1:] if argv is None else argv),
+        "recipe": asdict(recipe),
+        "config": "tiny",
+        "loss": describe_loss(recipe.alpha, recipe.beta, recipe.w_drop, recipe.w_noise_std, recipe.ctx_weight),
+        "training_data": (
+            f"{recipe.pool_pairs} generated pairs (harness/datasets/stereo_synth.py, seeds {TRAIN_FIRST_SEED}.."
+            f"{TRAIN_FIRST_SEED + recipe.pool_pairs - 1}) of {recipe.pool_height}x{recipe.pool_width}, random "
+            f"{recipe.crop_height}x{recipe.crop_width} crops, flips and view swaps"
+        ),
+        "summary": summary,
+        "wall_s_this_invocation": round(wall, 1),
+        # CPU seconds of this process (all its threads): what the recipe costs on an idle machine with `threads`
+        # cores; the wall time also counts the other jobs that shared the CPU
+        "cpu_s_this_invocation": round(time.process_time() - cpu0, 1),
+        "load_average_at_end": os.getloadavg(),
+        "torch": torch.__version__,
+        "threads": recipe.threads,
+    }
+    (out / "recipe.json").write_text(json.dumps(record, indent=1, default=str))
+    _log(f"done in {wall / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
