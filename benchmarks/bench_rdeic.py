@@ -1,16 +1,21 @@
 """What an RDEIC decode costs per stage, batch 1 vs B, fp32 vs bf16: random weights (timing only) (issue #17, 5).
 
-    .venv/bin/python benchmarks/bench_rdeic.py --config tiny --size 256 --batches 1,8 --precisions fp32,bf16
-    .venv/bin/python benchmarks/bench_rdeic.py --config official --size 256 --batches 1,8      # CPU: minutes
-    .venv/bin/python benchmarks/bench_rdeic.py --config official --height 512 --width 768 --device cuda \\
-        --precisions fp32,bf16 --batches 1,8                                                    # on a GPU
+    .venv/bin/python benchmarks/bench_rdeic.py --config tiny --plan 256:1,8 --precisions fp32,bf16 --repeats 3
+    .venv/bin/python benchmarks/bench_rdeic.py --config official --plan "256:1 128:1,8"        # CPU: minutes
+    .venv/bin/python benchmarks/bench_rdeic.py --config official --plan 512x768:1,8 --device cuda \\
+        --precisions fp32,bf16                                                                   # on a GPU
 
-One stream is encoded and entropy-decoded (``codec.parse``: the part the isolated workers run, on the CPU); its
-state is then reconstructed B times in one stacked batch (``codec.decode_batch(..., stack=True)``, each item with
-its own seed) and ``codec.last_timings`` gives synthesis, each denoising step and the VAE decode for the batch.
-Per-image figures divide by B. Random weights cost the same arithmetic as the real ones; their images and bpp
-mean nothing. ``precision`` is autocast, which the codec enables on CUDA only: on the CPU a bf16 codec computes in
-fp32 (measured when asked, and labelled so). Prints one JSON object (also ``--json PATH``).
+Per image size of the plan, one stream is encoded and entropy-decoded (``codec.parse``: the part the isolated
+workers run, on the CPU); its state is then reconstructed B times in one stacked batch (``codec.decode_batch(...,
+stack=True)``, each item with its own seed) and ``codec.last_timings`` gives synthesis, each denoising step and the
+VAE decode. Per-image figures divide by B. On the CPU every stage is timed in CPU seconds too (the codec's clock is
+swapped for this process's CPU clock while it decodes; each reading is logged with the wall clock beside it), since
+wall time on shared cores mostly measures the other jobs. torch's OpenMP threads wait passively by default here
+(``--omp-wait-policy``): with libgomp's default, a thread spins while it waits for a sibling that another job has
+descheduled, which made decodes many times slower on 2 busy cores. Random weights cost the same arithmetic as the
+real ones; their images and bpp mean nothing. ``precision`` is autocast, which the codec enables on CUDA only: on
+the CPU a bf16 codec computes in fp32 (measured when asked, and labelled so). Prints one JSON object (or
+``--json PATH``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import time
 from typing import Any
 
@@ -136,7 +142,8 @@ def _timed(fn: Any, repeats: int) -> tuple[Any, float, float]:
     return out, min(walls), min(cpus)
 
 
-def measure(args: argparse.Namespace, precision: str) -> dict[str, Any]:
+def measure(args: argparse.Namespace, precision: str) -> list[dict[str, Any]]:
+    """Every (size, batches) entry of the plan with one codec of this precision (its model built once)."""
     from harness.codecs.rdeic.codec import RDEIC
 
     codec = RDEIC(
@@ -149,90 +156,114 @@ def measure(args: argparse.Namespace, precision: str) -> dict[str, Any]:
         attention=args.attention,
     )
     cuda = args.device.startswith("cuda")
-    out: dict[str, Any] = {
-        "precision": precision,
-        "computes_in": precision
-        if cuda or precision == "fp32"
-        else f"{precision} asked, fp32 run (autocast: CUDA only)",
-    }
     t = time.perf_counter()
     codec.model()
     codec.context()
     codec.warm()  # the compression module's tables and torchac's compiled extension, as a decode worker does
-    out["build_s"] = time.perf_counter() - t
-    image = test_image(args.height, args.width)
-    size = image.shape[:2]
-
-    def encode() -> Any:
-        bs = codec.encode(image)
-        _sync(args.device)
-        return bs
-
-    bs, out["encode_s"], out["encode_cpu_s"] = _timed(encode, args.repeats)
-    out["file_bytes"] = len(bs.data)
-    # per image, on the CPU (in the harness: the isolated workers, beside the reconstructs)
-    state, out["entropy_decode_s"], out["entropy_decode_cpu_s"] = _timed(
-        lambda: codec.parse(bs.data, size), args.repeats
-    )
-    if args.warmup:
-        codec.decode_state(state, 0, size=size)  # kernels, allocator: not timed
-    out["batches"] = {}
-    for b in args.batches:
-        best: dict[str, Any] | None = None
-        for _ in range(args.repeats):  # keep the least disturbed repeat (CPU seconds on the CPU, wall on a GPU)
-            row = _decode(codec, state, size, b, args.device)
-            key = "wall_s" if cuda else "cpu_s"
-            if best is None or row[key] < best[key]:
-                best = row
-        assert best is not None
-        best["repeats"] = args.repeats
-        out["batches"][str(b)] = best
-        w = best["per_image_wall_s"]
-        line = (
-            f"  {args.config} {precision} batch {b}: {best['wall_s']:.2f} s wall ({w['reconstruct']:.3f} s/image: "
-            f"denoising {w['denoising']:.3f}, VAE {w['vae_decode']:.3f}, synthesis {w['synthesis']:.3f})"
-        )
-        if not cuda:
-            c = best["per_image_cpu_s"]
-            line += (
-                f"; CPU s/image {best['cpu_s'] / b:.3f} (denoising {c['denoising']:.3f}, VAE {c['vae_decode']:.3f}, "
-                f"synthesis {c['synthesis']:.3f})"
-            )
-        print(line + f", stacked={best['stacked']}", flush=True)
-    first = out["batches"][str(args.batches[0])]
-    for clock in ("wall", "cpu"):
-        per = first.get(f"per_image_{clock}_s")
-        if per is None:
-            continue
-        suffix = "_s" if clock == "wall" else "_cpu_s"
-        out[f"vs_paper_table_i_{clock}"] = {  # per image, at the first batch size (the paper's: 1)
-            "denoising_s": per["denoising"],
-            "encoder_s": out["encode" + suffix],
-            "other_s": out["entropy_decode" + suffix] + per["synthesis"] + per["vae_decode"],
+    build_s = time.perf_counter() - t
+    runs = []
+    for height, width, batches in args.plan:
+        out: dict[str, Any] = {
+            "precision": precision,
+            "computes_in": precision
+            if cuda or precision == "fp32"
+            else f"{precision} asked, fp32 run (autocast: CUDA only)",
+            "height": height,
+            "width": width,
+            "build_s": build_s,
         }
-    return out
+        image = test_image(height, width)
+        size = image.shape[:2]
+
+        def encode(image: np.ndarray = image) -> Any:
+            bs = codec.encode(image)
+            _sync(args.device)
+            return bs
+
+        bs, out["encode_s"], out["encode_cpu_s"] = _timed(encode, args.repeats)
+        out["file_bytes"] = len(bs.data)
+        # per image, on the CPU (in the harness: the isolated workers, beside the reconstructs)
+        state, out["entropy_decode_s"], out["entropy_decode_cpu_s"] = _timed(
+            lambda bs=bs, size=size: codec.parse(bs.data, size), args.repeats
+        )
+        if args.warmup:
+            codec.decode_state(state, 0, size=size)  # kernels, allocator: not timed
+        out["batches"] = {}
+        for b in batches:
+            best: dict[str, Any] | None = None
+            for _ in range(args.repeats):  # keep the least disturbed repeat (CPU seconds on the CPU, wall on a GPU)
+                row = _decode(codec, state, size, b, args.device)
+                key = "wall_s" if cuda else "cpu_s"
+                if best is None or row[key] < best[key]:
+                    best = row
+            assert best is not None
+            best["repeats"] = args.repeats
+            out["batches"][str(b)] = best
+            w = best["per_image_wall_s"]
+            line = (
+                f"  {args.config} {height}x{width} {precision} batch {b}: {best['wall_s']:.2f} s wall "
+                f"({w['reconstruct']:.3f} s/image: denoising {w['denoising']:.3f}, VAE {w['vae_decode']:.3f}, "
+                f"synthesis {w['synthesis']:.3f})"
+            )
+            if not cuda:
+                c = best["per_image_cpu_s"]
+                line += (
+                    f"; CPU s/image {best['cpu_s'] / b:.3f} (denoising {c['denoising']:.3f}, VAE "
+                    f"{c['vae_decode']:.3f}, synthesis {c['synthesis']:.3f})"
+                )
+            print(line + f", stacked={best['stacked']}", flush=True)
+        first = out["batches"][str(batches[0])]
+        for clock in ("wall", "cpu"):
+            per = first.get(f"per_image_{clock}_s")
+            if per is None:
+                continue
+            suffix = "_s" if clock == "wall" else "_cpu_s"
+            out[f"vs_paper_table_i_{clock}"] = {  # per image, at the first batch size (the paper's: 1)
+                "denoising_s": per["denoising"],
+                "encoder_s": out["encode" + suffix],
+                "other_s": out["entropy_decode" + suffix] + per["synthesis"] + per["vae_decode"],
+            }
+        runs.append(out)
+    return runs
+
+
+def parse_plan(text: str) -> list[tuple[int, int, list[int]]]:
+    """``"256:1 128x192:1,8"`` -> [(256, 256, [1]), (128, 192, [1, 8])]."""
+    plan = []
+    for entry in text.split():
+        size, _, batches = entry.partition(":")
+        h, _, w = size.partition("x")
+        plan.append((int(h), int(w or h), [int(b) for b in (batches or "1").split(",")]))
+    return plan
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="official", choices=("official", "tiny", "test"))
-    p.add_argument("--size", type=int, default=256, help="square side in pixels (or --height/--width)")
-    p.add_argument("--height", type=int)
-    p.add_argument("--width", type=int)
+    p.add_argument(
+        "--plan",
+        default="256:1,8",
+        help="image sizes and the batch sizes (stacked path) of each: 'SIDE[xWIDTH]:B,B ...', e.g. '256:1 128:1,8'",
+    )
     p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--batches", default="1,8", help="batch sizes, comma-separated (stacked path)")
     p.add_argument("--precisions", default="fp32", help="fp32,bf16,fp16 (autocast: CUDA only)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--z-coding", default="torchac")
     p.add_argument("--attention", default="auto", choices=("auto", "math", "sdpa"))
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument(
+        "--omp-wait-policy",
+        default="PASSIVE",
+        choices=("PASSIVE", "ACTIVE", "default"),
+        help="OMP_WAIT_POLICY for torch's OpenMP threads (default: leave the environment as it is)",
+    )
     p.add_argument("--repeats", type=int, default=1, help="timed decodes per batch size (the fastest is kept)")
     p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True, help="one untimed decode first")
     p.add_argument("--json")
     args = p.parse_args(argv)
-    args.height = args.height or args.size
-    args.width = args.width or args.size
-    args.batches = [int(b) for b in args.batches.split(",")]
+    args.plan = parse_plan(args.plan)
+    if args.omp_wait_policy != "default":  # read by libgomp when torch loads it: set before the import
+        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
 
     import torch
 
@@ -240,8 +271,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     result: dict[str, Any] = {
         "config": args.config,
-        "height": args.height,
-        "width": args.width,
+        "plan": [f"{h}x{w}: batches {','.join(map(str, bs))}" for h, w, bs in args.plan],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (libgomp's default: threads spin a while)"),
         "steps": args.steps,
         "device": args.device,
         "attention": args.attention,
@@ -256,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["gpu"] = torch.cuda.get_device_name(0)
     with common.quiet_warnings(), common.Meter() as meter:
         for precision in args.precisions.split(","):
-            result["runs"].append(measure(args, precision))
+            result["runs"].extend(measure(args, precision))
     result.update(meter.as_dict())
     result["peak_rss_gib"] = common.peak_rss_gib()
     if not args.json:

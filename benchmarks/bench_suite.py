@@ -15,9 +15,12 @@ work, so a parse in a worker overlapping main-process work cannot make the ratio
 figure, Σ(codec + metric seconds) against wall, could go below zero: it is printed too, to show why it was
 dropped). Scaling efficiency = t(1) / (2 t(2)) for the harness (target >= 0.85) and, as the reference of what this
 machine gives right now, for the bare loop. Work avoided: decodes performed / cells of the harness run. The bare
-loop's cell statuses and output hashes are compared with the harness's store (they must agree).
+loop's cell statuses and output hashes are compared with the harness's store (they must agree). Beside wall time,
+each variant counts the CPU seconds of all its processes (the harness's decode workers and forkserver are read
+from /proc; the bare lanes are reaped children): on cores shared with other jobs, the CPU ratio measures the
+harness's extra work whatever share of the cores each run got.
 
-    .venv/bin/python benchmarks/bench_suite.py                       # all four, 3 seeds, 10 images (~4 min)
+    .venv/bin/python benchmarks/bench_suite.py                       # all four, 3 seeds, 10 images (~4-6 min)
     .venv/bin/python benchmarks/bench_suite.py --seeds 1 --limit-images 4
     .venv/bin/python benchmarks/bench_suite.py --variant harness --workers 2 --out /tmp/h2 --json h2.json
 """

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,8 @@ class Artifacts:
     encoded: Encoded
     clean: dict[int, np.ndarray]  # decode seed -> clean decode (cropped to the original size)
     clean_metrics: dict[int, dict[str, float]]
+    #: the true side images by kind (codecs with decoder-side information; the clean decode used them)
+    side: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class ArtifactSource:
@@ -105,20 +107,34 @@ class ArtifactSource:
                         }
                     )
                     break
+                side = self._side(ds, entry, label)
                 for seed in self.plan.decode_seeds:
-                    self._clean(key, seed, label, entry, encoded, original)
+                    self._clean(key, seed, label, entry, encoded, original, side)
             if progress is not None:
                 progress.update(1)
         return skipped
 
-    def _clean(self, key: str, seed: int, label: str, entry: Any, encoded: Encoded, original: np.ndarray) -> np.ndarray:
+    def _side(self, ds: Any, entry: Any, label: str) -> dict[str, np.ndarray]:
+        """The true side images of ``entry`` for codec ``label`` (none for codecs without side information)."""
+        return {kind: ds.load_side(entry, kind) for kind in self.plan.codecs[label].side_info}
+
+    def _clean(
+        self,
+        key: str,
+        seed: int,
+        label: str,
+        entry: Any,
+        encoded: Encoded,
+        original: np.ndarray,
+        side: dict[str, np.ndarray],
+    ) -> np.ndarray:
         image = self.cache.load_clean(key, seed)
         if image is not None:
             return image
         codec = self.plan.codecs[label]
         size = (entry.height, entry.width)
         try:
-            image = codec.decode(encoded.bitstream.data, size, seed)
+            image = codec.decode(encoded.bitstream.data, size, seed, side_info=side or None)
         except InvalidOutput as exc:
             raise ControlError(f"{label} on {entry.id}: clean decode is invalid: {exc}") from None
         image = np.ascontiguousarray(image[: entry.height, : entry.width])
@@ -152,10 +168,11 @@ class ArtifactSource:
         label = self.plan.label_of(cell.codec_fingerprint)
         encoded = self.encoded(cell.image_sha256, cell.height, cell.width, cell.preprocessing, label, original)
         clean, clean_metrics = {}, {}
+        side = self._side(ds, entry, label)
         for seed in self.plan.decode_seeds:
-            clean[seed] = self._clean(key, seed, label, entry, encoded, original)
+            clean[seed] = self._clean(key, seed, label, entry, encoded, original, side)
             clean_metrics[seed] = self.check_floor(label, entry.id, clean[seed], original)
-        art = Artifacts(original, encoded, clean, clean_metrics)
+        art = Artifacts(original, encoded, clean, clean_metrics, side)
         self._loaded[key] = art
         while len(self._loaded) > self.keep:
             self._loaded.popitem(last=False)

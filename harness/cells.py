@@ -40,6 +40,11 @@ class Cell:
     #: fingerprint of the codec whose channel/noise draws this cell reuses (common random numbers for paired
     #: before/after comparisons of codecs with identical bitstreams); None: its own
     channel_codec: str | None = None
+    #: decoder-side information (codecs that declare it): the pixel sha256 of each clean side image by kind ...
+    side_sha256: dict[str, str] | None = None
+    #: ... and a side-information degradation crossed with this cell's corruption ({"name", "params", "kind"});
+    #: None: the true side view (a cell whose own corruption acts on side information degrades it instead)
+    side: dict[str, Any] | None = None
     # ... and descriptive fields for people, kept out of the key
     image_id: str = field(default="", compare=False)
     codec_label: str = field(default="", compare=False)
@@ -64,7 +69,9 @@ class Cell:
             "seed": {"suite": self.suite_seed, "replicate": self.replicate},
             "decode_seed": self.decode_seed,
             "metrics": sorted(self.metrics),
-        } | ({"channel_codec": self.channel_codec} if self.channel_codec else {})
+        } | ({"channel_codec": self.channel_codec} if self.channel_codec else {}) | (
+            {"side": {"sha256": self.side_sha256, "degradation": self.side}} if self.side_sha256 is not None else {}
+        )
 
     @cached_property
     def key(self) -> str:
@@ -88,6 +95,11 @@ class Cell:
         """The corruption RNG of this cell: seeded from its key, never from position or global state."""
         return np.random.default_rng(np.random.SeedSequence(int(self.rng_key, 16)))
 
+    def side_rng(self) -> np.random.Generator:
+        """The RNG of a side-information degradation crossed with this cell's corruption: another stream of the
+        same key, so the primary corruption's draws are those the same level gets with the true side view."""
+        return np.random.default_rng(np.random.SeedSequence(int(self.rng_key, 16), spawn_key=(1,)))
+
 
 def encode_key(image_sha256: str, height: int, width: int, preprocessing: str, codec_fingerprint: str) -> str:
     return key_of(
@@ -106,17 +118,18 @@ def decode_key(
     reference_sha256: str,
     latent: Any = None,
     metrics: tuple[str, ...] = (),
+    side: str | None = None,
 ) -> str:
     """Identical byte strings (e.g. zero flips at low BER) decode once: memoise on what is decoded, on the
-    image it is measured against (two images can share a low-rate stream, not their metrics) and on the
-    metric set (a resumed run with new metrics must not reuse records that lack them)."""
-    return key_of(
-        {
-            "codec": codec_fingerprint,
-            "stream": stream_sha256,
-            "decode_seed": decode_seed,
-            "reference": reference_sha256,
-            "latent": latent,
-            "metrics": sorted(metrics),
-        }
-    )
+    image it is measured against (two images can share a low-rate stream, not their metrics), on the metric set
+    (a resumed run with new metrics must not reuse records that lack them) and, for codecs with decoder-side
+    information, on the side images the decoder was given (``side``: their identity, see harness/side.py)."""
+    fields = {
+        "codec": codec_fingerprint,
+        "stream": stream_sha256,
+        "decode_seed": decode_seed,
+        "reference": reference_sha256,
+        "latent": latent,
+        "metrics": sorted(metrics),
+    }
+    return key_of(fields | ({"side": side} if side is not None else {}))

@@ -48,7 +48,7 @@ class Channel:
         """Clean ``bitstream`` (a :class:`harness.codecs.base.Bitstream`) -> [FEC encode] -> channel (scope)
         -> [FEC decode] -> bytes for the decoder."""
         data = bitstream.data
-        if corruption.acts_on == "latent":
+        if corruption.acts_on in ("latent", "side_info"):  # the stream crosses untouched
             return Transmission(clean_channel(data), data)
         if cell.fec is None:
             channel = corruption.apply(data, bitstream.ranges(cell.scope), cell.rng())

@@ -91,8 +91,36 @@ class CorruptionConfig:
 
     def levels(self) -> list[dict[str, Any]]:
         """The Cartesian product of the grid, in file order."""
-        names = list(self.grid)
-        return [dict(zip(names, values, strict=True)) for values in itertools.product(*self.grid.values())]
+        return _product(self.grid)
+
+
+def _product(grid: dict[str, tuple[Any, ...]]) -> list[dict[str, Any]]:
+    names = list(grid)
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+@dataclass(frozen=True)
+class SideInfoConfig:
+    """One ``[[side_info]]`` entry: a side-information degradation (a plugin with ``acts_on = "side_info"``,
+    corruptions/side_info.py) and its grid. Its levels run with the clean primary stream (cells whose corruption is
+    the degradation, scope = the side kind); ``cross`` names [[corruptions]] entries whose every level it also
+    meets (bit errors on the primary stream x this degradation). Codecs without side information ignore it.
+
+    ::
+
+        [[side_info]]
+        degradation = "side_noise"        # registry name (CORRUPTIONS)
+        kinds = ["*"]                     # side kinds it degrades; "*" = every kind a codec declares
+        grid = { sigma = [5.0, 15.0] }
+        cross = ["bsc"]                   # optional"""
+
+    degradation: str
+    kinds: tuple[str, ...] = ("*",)
+    grid: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    cross: tuple[str, ...] = ()
+
+    def levels(self) -> list[dict[str, Any]]:
+        return _product(self.grid)
 
 
 @dataclass(frozen=True)
@@ -121,6 +149,8 @@ class Suite:
     wall_factor: float = 10.0
     #: memory a parse may allocate beyond the warm worker, MiB (None: 512 MiB + 256 B per decoded pixel)
     worker_memory_mb: float | None = None
+    #: the side-information axis (codecs with decoder-side information; see SideInfoConfig)
+    side_info: tuple[SideInfoConfig, ...] = ()
 
     @property
     def sha256(self) -> str:
@@ -228,6 +258,7 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
             "timeout_factor",
             "wall_factor",
             "worker_memory_mb",
+            "side_info",
         },
         {"name", "corruptions"},
     )
@@ -281,6 +312,20 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
             raise SuiteError(f'{path}: corruptions[{i}].fec is a table of RS parameters or a list of them and "none"')
         grid_values = {k: tuple(v) for k, v in grid.items()}
         corruptions.append(CorruptionConfig(c["corruption"], tuple(scopes), grid_values, tuple(fec)))
+    side_info = []
+    for i, s in enumerate(top.get("side_info", [])):
+        where = f"{path}: side_info[{i}]"
+        s = _table(s, where, {"degradation", "kinds", "grid", "cross"}, {"degradation"})
+        grid, kinds, cross = s.get("grid", {}), s.get("kinds", ["*"]), s.get("cross", [])
+        if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+            raise SuiteError(f"{where}.grid maps each parameter to a non-empty list")
+        if not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) for k in kinds):
+            raise SuiteError(f"{where}.kinds is a non-empty list of side-information kinds (or [\"*\"])")
+        names = {c.corruption for c in corruptions}
+        if not isinstance(cross, list) or not all(isinstance(n, str) and n in names for n in cross):
+            raise SuiteError(f"{where}.cross lists [[corruptions]] names of this suite ({', '.join(sorted(names))})")
+        grid_values = {k: tuple(v) for k, v in grid.items()}
+        side_info.append(SideInfoConfig(str(s["degradation"]), tuple(kinds), grid_values, tuple(cross)))
     timeout = _positive(top.get("timeout_s", 30.0), f"{path}: timeout_s", "seconds of CPU time")
     timeout_factor = _positive(top.get("timeout_factor", 20.0), f"{path}: timeout_factor", "multiple")
     wall_factor = _positive(top.get("wall_factor", 10.0), f"{path}: wall_factor", "multiple")
@@ -314,6 +359,7 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
         timeout_factor=timeout_factor,
         wall_factor=wall_factor,
         worker_memory_mb=memory,
+        side_info=tuple(side_info),
     )
 
 

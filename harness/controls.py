@@ -26,6 +26,7 @@ from harness.channel import Channel
 from harness.decoding import finish_decode
 from harness.hashing import canonical_json, pixels_sha256
 from harness.planning import Plan
+from harness.side import identity_of
 from harness.status import Status
 from harness.store import DecodeRecord
 from harness.workers import Limits, ParseOutcome, WorkerPool, default_memory_bytes
@@ -68,8 +69,14 @@ def run_controls(
         corruption = plan.corruption_of(cell)
         art = artifacts.get(cell)
         data = art.encoded.bitstream.data
+        side = identity_of(art.side) if cell.side_sha256 is not None else None  # the true side view
         dkey = decode_key(
-            cell.codec_fingerprint, art.encoded.stream_sha256, cell.decode_seed, cell.image_sha256, metrics=cell.metrics
+            cell.codec_fingerprint,
+            art.encoded.stream_sha256,
+            cell.decode_seed,
+            cell.image_sha256,
+            metrics=cell.metrics,
+            side=side,
         )
         control_id = (cell.encode_key, cell.corruption, cell.scope, canonical_json(cell.fec))
         if control_id not in seen:
@@ -77,6 +84,8 @@ def run_controls(
             identity = type(corruption)(**type(corruption).identity_params())
             if identity.acts_on == "latent":
                 latent_checks.setdefault(dkey, []).append((cell, identity))
+            elif identity.acts_on == "side_info":
+                pass  # the stream is untouched; the identity degradation returns the true view itself (its contract)
             else:
                 tx = channel.transmit(cell, art.encoded.bitstream, identity)
                 if tx.data != data or tx.channel.actual_flips or tx.fec_failed:
@@ -121,7 +130,8 @@ def _check_clean_decode(
     expected = pixels_sha256(art.clean[cell.decode_seed])
     checks: list[tuple[Cell, Corruption | None]] = [(cell, None), *latent_checks.pop(dkey, [])]
     for checked_cell, latent in checks:
-        record = finish_decode(dkey, outcome, checked_cell, art, latent, codec, plan.metrics)
+        side = art.side or None
+        record = finish_decode(dkey, outcome, checked_cell, art, latent, codec, plan.metrics, side)
         if record.status == Status.TIMEOUT.value:
             raise ControlError(
                 f"control: the isolated decode of the clean stream of {cell.codec_label} on {cell.image_id} timed "

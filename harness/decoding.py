@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from corruptions.base import Corruption
 from harness.artifacts import Artifacts
@@ -71,15 +72,18 @@ def finish_decode(
     latent: Corruption | None,
     codec: Codec,
     metrics: dict[str, Metric],
+    side_info: dict[str, Any] | None = None,
 ) -> DecodeRecord:
-    """Trusted half: latent corruption, reconstruct, output checks, metrics (vs original and vs clean decode)."""
+    """Trusted half: latent corruption, reconstruct (with the cell's side images, for codecs that use them),
+    output checks, metrics (vs original and vs clean decode)."""
     base = {"parse_s": outcome.parse_s, "wall_s": outcome.wall_s}
     if outcome.status is not Status.OK:
         return failed_record(dkey, outcome.status, outcome.error_type, outcome.error_message, **base)
     hook = latent.hook_for(cell.scope, cell.rng()) if latent is not None else None
     t0 = time.perf_counter()
+    size = (cell.height, cell.width)
     try:
-        result = codec.decode_state(outcome.state or {}, cell.decode_seed, hook, size=(cell.height, cell.width))
+        result = codec.decode_state(outcome.state or {}, cell.decode_seed, hook, size=size, side_info=side_info)
     except Exception as exc:  # garbage latents may break reconstruct: a status, not a crash
         result = exc
     return record_of(dkey, result, cell, art, codec, metrics, time.perf_counter() - t0, base)
@@ -94,6 +98,7 @@ class Pending:
     cell: Cell
     art: Artifacts
     latent: Corruption | None
+    side_info: dict[str, Any] | None = None
 
 
 def finish_batch(items: list[Pending], codec: Codec, metrics: dict[str, Metric]) -> list[DecodeRecord]:
@@ -109,7 +114,8 @@ def finish_batch(items: list[Pending], codec: Codec, metrics: dict[str, Metric])
         t0 = time.perf_counter()
         try:
             states, seeds = [p.outcome.state or {} for p in ok], [p.cell.decode_seed for p in ok]
-            decoded = codec.decode_batch(states, seeds, hooks, size)
+            sides = [p.side_info for p in ok] if codec.side_info else None
+            decoded = codec.decode_batch(states, seeds, hooks, size, sides)
         except Exception as exc:  # the batch as a whole failed: every item gets that status
             decoded = [exc] * len(ok)
         seconds = (time.perf_counter() - t0) / len(ok)  # each cell's share of the batch

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
+from corruptions.side_info import SideInfoUnavailable
 from harness.artifacts import ArtifactSource
 from harness.cells import Cell, decode_key
 from harness.channel import Channel, Transmission
@@ -28,6 +29,7 @@ from harness.decoding import Budget, Pending, failed_record, finish_batch
 from harness.hashing import sha256_bytes
 from harness.planning import Plan
 from harness.records import cell_row
+from harness.side import SideInput, side_input
 from harness.status import Status
 from harness.store import DecodeRecord, ResultStore
 from harness.workers import WorkerPool
@@ -44,6 +46,8 @@ class Progress:
     reconstruct_s: float = 0.0
     wall_s: float = 0.0
     batches: int = 0
+    #: cells whose side-information degradation the dataset cannot serve for that image (not stored; see side.py)
+    not_applicable: list[dict[str, str]] = field(default_factory=list)
 
 
 def execute_local(
@@ -66,21 +70,25 @@ def execute_local(
     (:func:`harness.decoding.finish_batch`); the workers keep parsing ahead meanwhile."""
     started = time.perf_counter()
     progress = Progress()
+    sides: dict[str, SideInput | None] = {}  # decode key -> the side images its decode is given
     persisted: set[str] = set()
     inflight: dict[str, Future] = {}  # decode key -> parse in a worker
-    waiting: dict[str, list[tuple[Cell, Transmission, float]]] = {}  # decode key -> its cells, first one decodes
+    # decode key -> its cells (with their side images), the first one decodes
+    waiting: dict[str, list[tuple[Cell, Transmission, float, SideInput | None]]] = {}
     buckets: dict[tuple, list[Pending]] = {}  # (codec, image size) -> parsed, waiting for a batched reconstruct
 
     def codec_of(cell: Cell):
         return plan.codecs[plan.label_of(cell.codec_fingerprint)]
 
-    def finalize(cell: Cell, tx: Transmission, record: DecodeRecord, memoised: bool, dt: float) -> None:
+    def finalize(
+        cell: Cell, tx: Transmission, record: DecodeRecord, memoised: bool, dt: float, side: SideInput | None = None
+    ) -> None:
         if record.decode_key not in persisted:
             persisted.add(record.decode_key)
             new = store.decode(record.decode_key) is None
         else:
             new = False
-        row = cell_row(cell, artifacts.get(cell), tx, record, memoised, dt, codec_of(cell))
+        row = cell_row(cell, artifacts.get(cell), tx, record, memoised, dt, codec_of(cell), side)
         store.write_cell(row, record, new)
         progress.memo_hits += int(memoised)
         progress.statuses[record.status] += 1
@@ -95,8 +103,8 @@ def execute_local(
         for item, record in zip(group, records, strict=True):
             memo[item.dkey] = record
             progress.decodes += 1
-            for i, (cell, tx, dt) in enumerate(waiting.pop(item.dkey)):
-                finalize(cell, tx, record, memoised=i > 0, dt=dt)
+            for i, (cell, tx, dt, side) in enumerate(waiting.pop(item.dkey)):
+                finalize(cell, tx, record, memoised=i > 0, dt=dt, side=side)
 
     def flush(full_only: bool) -> None:
         for key in list(buckets):
@@ -111,7 +119,8 @@ def execute_local(
                 first = waiting[dkey][0][0]
                 corruption = plan.corruption_of(first)
                 latent = corruption if corruption.acts_on == "latent" else None
-                item = Pending(dkey, outcome, first, artifacts.get(first), latent)
+                side = sides.pop(dkey, None)
+                item = Pending(dkey, outcome, first, artifacts.get(first), latent, side.images if side else None)
                 if batch_size <= 1 or outcome.status is not Status.OK:
                     reconstruct([item])
                 else:
@@ -133,22 +142,34 @@ def execute_local(
             message = f"{tx.fec['failed_codewords']} of {tx.fec['codewords']} codewords uncorrectable"
             finalize(cell, tx, failed_record(dkey, Status.FEC_FAILURE, "ReedSolomonError", message), False, dt)
             continue
+        try:  # decoder-side information (codecs that use it): the true view or this cell's degradation of it
+            side = side_input(cell, plan, art.side)
+        except SideInfoUnavailable as exc:
+            progress.not_applicable.append({"key": cell.key, "image_id": cell.image_id, "reason": str(exc)})
+            continue
         # a latent draw depends on the cell's own RNG: nothing to share
         latent_key = cell.key if corruption.acts_on == "latent" else None
         dkey = decode_key(
-            cell.codec_fingerprint, sha256_bytes(tx.data), cell.decode_seed, cell.image_sha256, latent_key, cell.metrics
+            cell.codec_fingerprint,
+            sha256_bytes(tx.data),
+            cell.decode_seed,
+            cell.image_sha256,
+            latent_key,
+            cell.metrics,
+            side.identity if side else None,
         )
         if dkey not in memo and dkey not in waiting and (earlier := store.decode(dkey)) is not None:
             memo[dkey] = earlier  # decoded by an earlier, interrupted run of this directory
         if dkey in memo:
-            finalize(cell, tx, memo[dkey], memoised=True, dt=dt)
+            finalize(cell, tx, memo[dkey], memoised=True, dt=dt, side=side)
         elif dkey in waiting:
-            waiting[dkey].append((cell, tx, dt))
+            waiting[dkey].append((cell, tx, dt, side))
         else:
             codec = codec_of(cell)
             limits = budget.limits(codec, cell, clean_cpu.get(cell.encode_key))
             inflight[dkey] = pool.submit(codec.spec(), tx.data, (cell.height, cell.width), limits)
-            waiting[dkey] = [(cell, tx, dt)]
+            waiting[dkey] = [(cell, tx, dt, side)]
+            sides[dkey] = side
             drain(window)
     drain(0)
     flush(full_only=False)

@@ -12,6 +12,7 @@ A bad suite fails here (``SuiteError``), naming what to fix, so no work is lost 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from harness.codecs.base import BUILTIN_SCOPES, Codec, CodecError, create_codec
 from harness.config import Suite, SuiteError
 from harness.datasets import Dataset, DatasetError, ImageEntry, stratified_subset
 from harness.datasets.selection import select_images
-from harness.hashing import canonical_json, key_of
+from harness.hashing import canonical_json, key_of, pixels_sha256
 from harness.metrics import Metric, create_metric
 from harness.registry import CORRUPTIONS, RegistryError
 
@@ -101,7 +102,10 @@ def corruption_id(name: str, params: dict[str, Any]) -> str:
 
 
 def _expand_scope(scope: str, corruption: Corruption, codec: Codec) -> tuple[str, ...]:
-    """``*`` means every hook (latent corruptions) or every scope (bitstream channels) the codec declares."""
+    """``*`` means every hook (latent corruptions), side kind (side-information degradations) or scope (bitstream
+    channels) the codec declares. A codec without side information gets no side-information cells."""
+    if corruption.acts_on == "side_info":
+        return tuple(k for k in codec.side_info if scope in ("*", k))
     if scope != "*":
         return (scope,)
     return codec.hooks if corruption.acts_on == "latent" else BUILTIN_SCOPES + codec.segments
@@ -185,8 +189,10 @@ def make_plan(opts: RunOptions) -> Plan:
     metrics = _metrics(suite)
     setup = _codecs(suite, opts)
     corruptions, levels = _levels(suite, setup.codecs)
+    crosses = _side_levels(suite, setup.codecs, corruptions, levels)
     images = _images(suite, opts, setup.codecs)
-    cells = _cells(suite, opts, setup, levels, images["chosen"], tuple(metrics))
+    sides = _side_hashes(setup.codecs, images["chosen"])
+    cells = _cells(suite, opts, setup, levels, images["chosen"], tuple(metrics), crosses, sides)
     if not cells and any(c.scopes == ("*",) for c in suite.corruptions):
         raise SuiteError(
             "no cells: the suite's corruptions target every hook/segment a codec declares ('*'), and "
@@ -304,6 +310,49 @@ def _levels(suite: Suite, codecs: dict[str, Codec]) -> tuple[dict[str, Corruptio
     return corruptions, levels
 
 
+def _side_levels(
+    suite: Suite, codecs: dict[str, Codec], corruptions: dict[str, Corruption], levels: list[Level]
+) -> dict[str, list[tuple[str, dict[str, Any], str, Corruption]]]:
+    """The ``[[side_info]]`` axis. Each degradation level becomes a level of its own (appended to ``levels``:
+    the stream is untouched, the degradation acts on the side image of its kind, given as the scope); a
+    degradation with ``cross`` is returned for the [[corruptions]] entries it meets: name -> [(degradation,
+    params, kind, instance)]."""
+    crosses: dict[str, list[tuple[str, dict[str, Any], str, Corruption]]] = {}
+    kinds_offered = {k for c in codecs.values() for k in c.side_info}
+    for cfg in suite.side_info:
+        try:
+            cls = CORRUPTIONS.get(cfg.degradation)
+            if cls.acts_on != "side_info":
+                raise CorruptionError(f"{cfg.degradation} acts on {cls.acts_on}, not on side information")
+            for params in cfg.levels():
+                inst = cls(**params)
+                corruptions.setdefault(corruption_id(cfg.degradation, inst.config()), inst)
+                for kind in cfg.kinds:
+                    if kind != "*" and kinds_offered and kind not in kinds_offered:
+                        raise CorruptionError(f"side kind {kind!r}: the suite's codecs offer {sorted(kinds_offered)}")
+                    levels.append((cfg.degradation, inst.config(), kind, inst, None))
+                    for target in cfg.cross:
+                        crosses.setdefault(target, []).append((cfg.degradation, inst.config(), kind, inst))
+        except (RegistryError, CorruptionError, TypeError) as exc:
+            raise SuiteError(f"side_info {cfg.degradation!r}: {exc}") from None
+    return crosses
+
+
+def _side_hashes(codecs: dict[str, Codec], chosen: list[tuple[Dataset, ImageEntry, str]]) -> dict[str, dict[str, str]]:
+    """Pixel sha256 of every side image the side-information codecs use, by primary image and kind: part of
+    their cells' keys (another side view is another cell)."""
+    kinds = sorted({k for c in codecs.values() for k in c.side_info})
+    out: dict[str, dict[str, str]] = {}
+    if not kinds:
+        return out
+    for ds, entry, _ in chosen:
+        try:
+            out[entry.sha256] = {k: pixels_sha256(ds.load_side(entry, k)) for k in kinds}
+        except DatasetError as exc:
+            raise SuiteError(f"a codec of the suite uses decoder-side information: {exc}") from None
+    return out
+
+
 def _images(suite: Suite, opts: RunOptions, codecs: dict[str, Codec]) -> dict[str, Any]:
     """The chosen images of every [[datasets]] entry (subset, preprocessing), and the ones left out, with why."""
     wanted_datasets = _select([d.name for d in suite.datasets], opts.datasets, "dataset")
@@ -346,8 +395,12 @@ def _cells(
     levels: list[Level],
     chosen: list[tuple[Dataset, ImageEntry, str]],
     metrics: tuple[str, ...],
+    crosses: dict[str, list[tuple[str, dict[str, Any], str, Corruption]]] | None = None,
+    sides: dict[str, dict[str, str]] | None = None,
 ) -> list[Cell]:
-    """image x codec config x level x scope x replicate x decode seed, deduplicated by key, in plan order."""
+    """image x codec config x level x scope x replicate x decode seed (x crossed side degradations, for codecs
+    with side information), deduplicated by key, in plan order."""
+    crosses, sides = crosses or {}, sides or {}
     seeds = opts.seeds or suite.seeds
     cells: dict[str, Cell] = {}
     identity = {label: (setup.codecs[label].config(), setup.codecs[label].weights_hash()) for label in setup.selected}
@@ -355,10 +408,20 @@ def _cells(
         for label in setup.selected:
             codec, cfg = setup.codecs[label], setup.by_label[label]
             config, weights_hash = identity[label]
+            side_sha = sides.get(entry.sha256) if codec.side_info else None
             for name, params, level_scope, inst, fec in levels:
                 if cfg.clean_only and (fec is not None or not _is_identity(inst)):
                     continue
-                for scope in _expand_scope(level_scope, inst, codec):
+                # the true side view, then each crossed degradation (codecs with side information only)
+                crossed: list[dict[str, Any] | None] = [None]
+                if codec.side_info:
+                    crossed += [
+                        {"name": n, "params": p, "kind": k}
+                        for n, p, ks, _ in crosses.get(name, [])
+                        for k in (codec.side_info if ks == "*" else (ks,))
+                        if k in codec.side_info
+                    ]
+                for scope, side in itertools.product(_expand_scope(level_scope, inst, codec), crossed):
                     for replicate in range(seeds):
                         for dseed in range(suite.decode_seeds):
                             cell = Cell(
@@ -387,6 +450,8 @@ def _cells(
                                 codec_name=cfg.codec,
                                 codec_options=dict(cfg.options),
                                 rate_of=setup.own.get(setup.rate_refs.get(label, "")),
+                                side_sha256=side_sha,
+                                side=side,
                             )
                             cells.setdefault(cell.key, cell)
     return list(cells.values())

@@ -25,6 +25,7 @@ def cell_row(
     memoised: bool,
     corrupt_s: float,
     codec: Codec,
+    side: Any = None,
 ) -> dict[str, Any]:
     channel = tx.channel
     pixels = cell.height * cell.width
@@ -53,6 +54,7 @@ def cell_row(
         "level": cell.level,
         "scope": cell.scope,
         "fec": cell.fec,
+        "side": _side_column(cell, side),
         "suite_seed": cell.suite_seed,
         "replicate": cell.replicate,
         "decode_seed": cell.decode_seed,
@@ -81,4 +83,20 @@ def cell_row(
         "corrupt_s": corrupt_s,
         "encode_s": art.encoded.encode_s,
         "finished_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def _side_column(cell: Cell, side: Any) -> dict[str, Any] | None:
+    """For codecs with decoder-side information: the clean side images' hashes, the degradation this cell's
+    decoder got (its own corruption when that acts on side information, or the crossed one), what that
+    degradation recorded, and whether the view was missing. None for codecs without side information."""
+    if cell.side_sha256 is None:
+        return None
+    degradation = side.degradation if side else cell.side
+    missing = sorted(k for k, v in (side.images.items() if side else ()) if v is None)
+    return {
+        "sha256": cell.side_sha256,
+        "degradation": degradation,
+        "extra": dict(side.extra) if side else {},
+        "missing": missing,
     }

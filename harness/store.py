@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS cells (
     codec TEXT NOT NULL, codec_label TEXT NOT NULL, codec_config TEXT NOT NULL,
     codec_fingerprint TEXT NOT NULL, codec_name TEXT NOT NULL, codec_options TEXT NOT NULL, rate_of TEXT,
     weights_hash TEXT,
-    corruption TEXT NOT NULL, params TEXT NOT NULL, level TEXT NOT NULL, scope TEXT NOT NULL, fec TEXT,
+    corruption TEXT NOT NULL, params TEXT NOT NULL, level TEXT NOT NULL, scope TEXT NOT NULL, fec TEXT, side TEXT,
     suite_seed INTEGER NOT NULL, replicate INTEGER NOT NULL, decode_seed INTEGER NOT NULL,
     status TEXT NOT NULL, error_type TEXT, error_message TEXT,
     bytes_total INTEGER NOT NULL, bytes_header INTEGER NOT NULL, bpp REAL NOT NULL, header_bpp REAL NOT NULL,
@@ -130,8 +130,8 @@ class ResultStore:
                     ),
                 )
             row = dict(cell)
-            for name in ("codec_config", "codec_options", "params", "fec", "metrics", "channel"):
-                row[name] = _dumps(row[name])
+            for name in ("codec_config", "codec_options", "params", "fec", "side", "metrics", "channel"):
+                row[name] = None if name == "side" and row[name] is None else _dumps(row[name])
             columns = ",".join(row)
             self._db.execute(f"INSERT INTO cells ({columns}) VALUES ({','.join('?' * len(row))})", tuple(row.values()))
 

@@ -106,7 +106,24 @@ def _data_keys(frame: pd.DataFrame) -> list[str]:
 
 
 def _groups(cells: pd.DataFrame) -> list[str]:
-    return [*_data_keys(cells), *GROUP, *(["fec_label"] if "fec_label" in cells else [])]
+    extra = [c for c in ("fec_label", "side_label") if c in cells]
+    return [*_data_keys(cells), *GROUP, *extra]
+
+
+def side_label(side: object, corruption: str) -> str:
+    """What the decoder's side view was: ``true view``, a degradation crossed with the cell's own corruption (e.g.
+    ``side_missing:probability=1``), ``this level`` when the cell's own corruption is the degradation, or "–" for
+    codecs without side information."""
+    value = json.loads(side) if isinstance(side, str) else side
+    if not isinstance(value, dict):
+        return "–"
+    degradation = value.get("degradation")
+    if not degradation:
+        return "true view"
+    if degradation.get("name") == corruption:
+        return "this level"
+    params = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in degradation["params"].items())
+    return f"{degradation['name']}:{params}"
 
 
 def _declared_fec_failure(row_status: str, channel: object) -> bool:
@@ -153,6 +170,10 @@ def prepare(cells: pd.DataFrame) -> pd.DataFrame:
         labels = [fec_label(f) for f in cells["fec"]]
         if any(label != "none" for label in labels):  # a FEC column only where some cell has FEC
             cells["fec_label"] = labels
+    if "side" in cells:
+        labels = [side_label(s, c) for s, c in zip(cells["side"], cells["corruption"], strict=True)]
+        if any(label not in ("–", "true view", "this level") for label in labels):  # only where some cell crosses
+            cells["side_label"] = labels
     if "residual_flips" in cells and pd.to_numeric(cells["residual_flips"], errors="coerce").notna().any():
         cells["fec_passed"] = _fec_passed(cells)
         cells["fec_miscorrected"] = fec_silent_miscorrection(cells)
@@ -285,6 +306,7 @@ def summarise(
             "scope": k["scope"],
             "level": k["level"],
             **({"fec": k["fec_label"]} if "fec_label" in k else {}),
+            **({"side": k["side_label"]} if "side_label" in k else {}),
             "level_value": g["level_value"].iloc[0],
             "series": series_of(g["params"].iloc[0]),
             "params": g["params"].iloc[0],
@@ -345,7 +367,8 @@ def summarise(
                 }
             )
         rows.append(row)
-    sort = [*_data_keys(cells), "codec", "corruption", "scope", *(["fec"] if "fec" in rows[0] else []), "_order"]
+    extra = [c for c in ("fec", "side") if c in rows[0]]
+    sort = [*_data_keys(cells), "codec", "corruption", "scope", *extra, "_order"]
     table = pd.DataFrame(rows).sort_values(sort, kind="stable")
     return table.drop(columns="_order").reset_index(drop=True)
 

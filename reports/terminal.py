@@ -56,9 +56,11 @@ def headline_tables(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         return []
     data = [k for k in ("dataset", "preprocessing") if k in summary and summary[k].nunique() > 1]
     summary = summary.assign(_series="")
+    if "side" in summary:  # codecs without side information sit beside the side codecs' true-view rows
+        summary["side"] = summary["side"].replace("–", "true view")
     for _, rows in summary.groupby("corruption", sort=False):  # name only the parameters that tell series apart
         summary.loc[rows.index, "_series"] = tables.varying_label(list(rows["params"]))
-    keys = [*data, "corruption", "scope", *(["fec"] if "fec" in summary else []), "_series"]
+    keys = [*data, "corruption", "scope", *[c for c in ("fec", "side") if c in summary], "_series"]
     out = []
     for key, g in summary.groupby(keys, sort=True, dropna=False):
         where = dict(zip(keys, key, strict=True))
@@ -78,6 +80,8 @@ def headline_tables(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         parts = [*(str(where[k]) for k in data), str(where["corruption"]), f"scope {where['scope']}"]
         if "fec" in where and where["fec"] != "none":
             parts.append(f"FEC {where['fec']}")
+        if "side" in where and where["side"] not in ("–", "this level"):
+            parts.append(f"side view: {where['side']}")
         if where["_series"]:
             parts.append(str(where["_series"]))
         out.append((f"{', '.join(parts)}: failure % [Wilson 95% CI], {cells}", frame))

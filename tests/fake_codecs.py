@@ -116,6 +116,19 @@ class UncheckedJPEG2000(JPEG2000):
         pass
 
 
+class SideInfoCodec(FakeCodec):
+    """A distributed-coding stand-in: the decoder averages the decoded primary with the side view it is given
+    (missing: the primary alone), so every side degradation shows in the output."""
+
+    name = "fake_side"
+    side_info = ("stereo",)
+
+    def reconstruct(self, state, decode_seed, hook=None, side_info=None):  # type: ignore[override]
+        image = state["image"].astype(np.float32)
+        side = (side_info or {}).get("stereo")
+        return image if side is None else (image + side.astype(np.float32)) / 2
+
+
 class AdditiveNoise(LatentCorruption):
     """Integer noise of amplitude ``amp`` added to the hooked array (a stand-in latent corruption)."""
 
@@ -135,7 +148,7 @@ class AdditiveNoise(LatentCorruption):
 
 
 def register() -> None:
-    for cls in (FakeCodec, NondeterministicCodec, BrokenCodec, UncheckedJPEG2000):
+    for cls in (FakeCodec, NondeterministicCodec, BrokenCodec, UncheckedJPEG2000, SideInfoCodec):
         if cls.name not in CODECS:
             CODECS.register(cls.name, cls)
     if AdditiveNoise.name not in CORRUPTIONS:

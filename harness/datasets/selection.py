@@ -59,6 +59,24 @@ class Prepared(Dataset):
             return tiles[0]
         return self.policy.mosaic(tiles, [s.id for s in self.sources[entry.id]])[0]
 
+    def _source(self, entry: ImageEntry, kind: str) -> ImageEntry:
+        if self.policy.mosaic_k is not None:
+            raise DatasetError(f"{self.name}: a mosaic has no decoder-side image {kind!r}; use another preprocessing")
+        return self.sources[entry.id][0]
+
+    def load_side(self, entry: ImageEntry, kind: str) -> np.ndarray:
+        """The side image of ``kind``, through the same policy as the primary (so both keep one size)."""
+        return self.policy.apply(self.base.load_side(self._source(entry, kind), kind))
+
+    def has_neighbour(self, entry: ImageEntry, kind: str, offset: int) -> bool:
+        has = getattr(self.base, "has_neighbour", None)
+        return bool(has and has(self._source(entry, kind), kind, offset))
+
+    def load_neighbour(self, entry: ImageEntry, kind: str, offset: int) -> np.ndarray | None:
+        load = getattr(self.base, "load_neighbour", None)
+        image = load(self._source(entry, kind), kind, offset) if load else None
+        return None if image is None else self.policy.apply(image)
+
     def describe(self) -> dict[str, Any]:
         return self.base.describe()
 

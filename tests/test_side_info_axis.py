@@ -1,0 +1,110 @@
+"""The side-information axis (issue #19), for any codec that declares decoder-side information: [[side_info]]
+levels run on the clean stream, crossed levels meet bit errors, the true view is keyed by its pixels, codecs
+without side information ignore the axis, and every degradation reaches the decoder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import stored_cells
+
+from harness.config import parse_suite
+from harness.runner import RunOptions, make_plan, run
+
+SUITE = """
+name = "side"
+seed = 3
+seeds = 1
+metrics = ["psnr"]
+
+[[datasets]]
+name = "standin_stereo"
+options = { count = 2, height = 32, width = 64 }
+
+[[codecs]]
+codec = "fake_side"
+label = "side"
+
+[[codecs]]
+codec = "jpeg2000"
+label = "j2k"
+options = { target_bpp = 2.0, numres = 3 }
+
+[[corruptions]]
+corruption = "bsc"
+scopes = ["payload"]
+grid = { ber = [0.0, 1e-3] }
+
+[[side_info]]
+degradation = "side_noise"
+grid = { sigma = [0.0, 20.0] }
+
+[[side_info]]
+degradation = "side_missing"
+grid = { probability = [1.0] }
+cross = ["bsc"]
+"""
+
+
+def _suite(text: str = SUITE):
+    return parse_suite(text, "side.toml")
+
+
+def test_cells_of_the_side_axis(tmp_path):
+    plan = make_plan(RunOptions(_suite(), tmp_path))
+    side = [c for c in plan.cells if c.codec_label == "side"]
+    j2k = [c for c in plan.cells if c.codec_label == "j2k"]
+    # JPEG2000 declares no side information: the bit-error levels only (2 images x 2 BERs)
+    assert len(j2k) == 4 and all(c.side_sha256 is None and c.side is None for c in j2k)
+    # per image: 2 BERs with the true view + 2 BERs x missing (crossed) + noise 0, 20 + missing (clean stream)
+    assert len(side) == 2 * (2 + 2 + 3)
+    assert all(c.side_sha256 and set(c.side_sha256) == {"stereo"} for c in side)
+    crossed = [c for c in side if c.side is not None]
+    assert {(c.corruption, c.side["name"]) for c in crossed} == {("bsc", "side_missing")} and len(crossed) == 4
+    assert {c.corruption for c in side if c.side is None} == {"bsc", "side_noise", "side_missing"}
+    # the side view's pixels are in the key: another side view is another cell
+    swapped = SUITE.replace("count = 2", "count = 2, primary = 'right'")
+    other = make_plan(RunOptions(_suite(swapped), tmp_path))
+    assert {c.key for c in other.cells if c.codec_label == "side"}.isdisjoint({c.key for c in side})
+
+
+def test_every_degradation_reaches_the_decoder(tmp_path):
+    run(RunOptions(_suite(), tmp_path / "run", workers=1, progress=False))
+    cells = stored_cells(tmp_path / "run")
+    side = cells[cells["codec_label"] == "side"]
+    assert set(side["status"]) == {"ok"}
+
+    def psnr(corruption: str, level: str, crossed: bool = False) -> float:
+        rows = side[(side["corruption"] == corruption) & (side["level"] == level)]
+        rows = rows[rows["side"].map(lambda s: json.loads(s)["degradation"] is not None if crossed else True)]
+        if corruption == "bsc":
+            rows = rows[rows["side"].map(lambda s: (json.loads(s)["degradation"] is not None) == crossed)]
+        return float(rows["metric.psnr"].mean())
+
+    true_view = psnr("bsc", "ber=0")
+    assert psnr("side_noise", "sigma=0") == pytest.approx(true_view)  # the identity degradation is the true view
+    assert psnr("side_noise", "sigma=20") < true_view  # a noisy side view lowers the output's quality
+    assert psnr("side_missing", "probability=1") != pytest.approx(true_view)
+    # a crossed degradation: BER 0 with the view missing decodes like the missing level on the clean stream
+    assert psnr("bsc", "ber=0", crossed=True) == pytest.approx(psnr("side_missing", "probability=1"))
+    missing = side[side["corruption"] == "side_missing"]
+    assert all(json.loads(s)["missing"] == ["stereo"] for s in missing["side"])
+    # distinct side images, distinct decodes; the same stream and side view, one decode
+    noisy = side[side["corruption"] == "side_noise"]
+    assert noisy["decode_key"].nunique() == len(noisy)
+    j2k = cells[cells["codec_label"] == "j2k"]
+    assert j2k["side"].isna().all()
+
+
+def test_a_degradation_the_dataset_cannot_serve_is_refused_or_not_applicable(tmp_path):
+    text = SUITE.replace('degradation = "side_noise"', 'degradation = "side_wrong_pair"').replace(
+        "sigma = [0.0, 20.0]", "probability = [1.0]"
+    )
+    result = run(RunOptions(_suite(text), tmp_path / "run", workers=1, progress=False, limit_images=1))
+    cells = stored_cells(tmp_path / "run")
+    # one image in the run: no other scene to swap in, so those cells are not applicable (not failures)
+    assert not (cells["corruption"] == "side_wrong_pair").any()
+    assert result.planned > len(cells)
+    assert np.all(cells["status"] == "ok")
