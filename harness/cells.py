@@ -40,6 +40,8 @@ class Cell:
     #: fingerprint of the codec whose channel/noise draws this cell reuses (common random numbers for paired
     #: before/after comparisons of codecs with identical bitstreams); None: its own
     channel_codec: str | None = None
+    #: the registered name of that codec (e.g. ``jpeg2000`` for a JPEG2000* config that reuses JPEG2000's draws)
+    channel_codec_name: str | None = field(default=None, compare=False)
     #: decoder-side information (codecs that declare it): the pixel sha256 of each clean side image by kind ...
     side_sha256: dict[str, str] | None = None
     #: ... and a side-information degradation crossed with this cell's corruption ({"name", "params", "kind"});
@@ -84,7 +86,8 @@ class Cell:
         if not self.channel_codec:
             return self.key
         fields = {k: v for k, v in self.key_fields().items() if k != "channel_codec"}
-        return key_of({**fields, "codec": {"name": self.codec, "fingerprint": self.channel_codec}})
+        name = self.channel_codec_name or self.codec
+        return key_of({**fields, "codec": {"name": name, "fingerprint": self.channel_codec}})
 
     @cached_property
     def encode_key(self) -> str:

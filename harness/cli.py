@@ -15,6 +15,7 @@ import argparse
 import errno
 import importlib
 import math
+import os
 import sqlite3
 import sys
 from collections import Counter
@@ -323,6 +324,9 @@ def run_command(name: str, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # OpenMP threads that spin while they wait made torch steps 10-30x slower on a shared, loaded machine; passive
+    # waiting changes no number. Set before torch is imported (here, by the CLI, and inherited by every worker).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         if argv and argv[0] in COMMANDS:
             return run_command(argv[0], argv[1:])

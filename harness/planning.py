@@ -103,12 +103,15 @@ def corruption_id(name: str, params: dict[str, Any]) -> str:
 
 def _expand_scope(scope: str, corruption: Corruption, codec: Codec) -> tuple[str, ...]:
     """``*`` means every hook (latent corruptions), side kind (side-information degradations) or scope (bitstream
-    channels) the codec declares. A codec without side information gets no side-information cells."""
-    if corruption.acts_on == "side_info":
-        return tuple(k for k in codec.side_info if scope in ("*", k))
-    if scope != "*":
-        return (scope,)
-    return codec.hooks if corruption.acts_on == "latent" else BUILTIN_SCOPES + codec.segments
+    channels) the codec declares; a named one applies to the codecs that declare it (others get no cells)."""
+    valid = _valid_scopes(corruption.acts_on, codec)
+    return valid if scope == "*" else tuple(s for s in valid if s == scope)
+
+
+def _valid_scopes(acts_on: str, codec: Codec) -> tuple[str, ...]:
+    if acts_on == "side_info":
+        return codec.side_info
+    return codec.hooks if acts_on == "latent" else BUILTIN_SCOPES + codec.segments
 
 
 def _select(names: list[str], wanted: tuple[str, ...], what: str) -> set[str]:
@@ -172,7 +175,7 @@ class _Codecs:
     fingerprints: dict[str, str]  # label -> fingerprint its cells are keyed by (rate-matched: with the reference)
     own: dict[str, str]  # label -> the codec's own fingerprint
     rate_refs: dict[str, str]  # label -> label whose bpp it matches per image
-    channel_codecs: dict[str, str]  # label -> fingerprint whose corruption draws it reuses (paired_with)
+    channel_codecs: dict[str, tuple[str, str]]  # label -> (fingerprint, codec name) whose draws it reuses
 
 
 Level = tuple[str, dict[str, Any], str, Corruption, dict[str, Any] | None]  # name, params, scope, instance, FEC
@@ -272,11 +275,9 @@ def _codecs(suite: Suite, opts: RunOptions) -> _Codecs:
     fingerprints = dict(own)
     for label, ref in rate_refs.items():
         fingerprints[label] = key_of({"codec": own[label], "rate_of": own[ref]})
-    channel_codecs: dict[str, str] = {}
-    for label, other in pair_refs.items():
-        if codecs[other].name != codecs[label].name:
-            raise SuiteError(f"codec {label!r}: paired_with needs the same codec ({codecs[label].name}), got {other!r}")
-        channel_codecs[label] = fingerprints[other]
+    # paired_with: the partner's corruption draws, cell by cell; meaningful where both configs write the same
+    # streams (ELIC-only vs enhanced, JPEG2000 vs JPEG2000*, a base vs its adapter), which their rows show
+    channel_codecs = {label: (fingerprints[other], codecs[other].name) for label, other in pair_refs.items()}
     return _Codecs(by_label, selected, codecs, fingerprints, own, rate_refs, channel_codecs)
 
 
@@ -298,15 +299,15 @@ def _levels(suite: Suite, codecs: dict[str, Codec]) -> tuple[dict[str, Corruptio
                     levels.extend((cfg.corruption, inst.config(), scope, inst, fec) for fec in fecs)
         except (RegistryError, CorruptionError, TypeError) as exc:
             raise SuiteError(f"corruption {cfg.corruption!r}: {exc}") from None
-        for label, codec in codecs.items():
-            valid = codec.hooks if cls.acts_on == "latent" else BUILTIN_SCOPES + codec.segments
-            for scope in cfg.scopes:
-                if scope != "*" and scope not in valid:
-                    where = "latent hook" if cls.acts_on == "latent" else "scope"
-                    raise SuiteError(
-                        f"{cfg.corruption}: {where} {scope!r} is not offered by codec {label!r} "
-                        f"(it offers: {', '.join(valid) or 'no ' + where + 's'})"
-                    )
+        # a scope one codec declares (RDEIC's y, LDM-RSIC's y.s0.a) targets that codec only; a scope no codec of the
+        # suite declares is a typo
+        for scope in cfg.scopes:
+            if scope == "*" or any(scope in _valid_scopes(cls.acts_on, c) for c in codecs.values()):
+                continue
+            where = "latent hook" if cls.acts_on == "latent" else "scope"
+            offered = {label: _valid_scopes(cls.acts_on, c) for label, c in codecs.items()}
+            said = "; ".join(f"{label!r} offers {', '.join(v) or 'no ' + where + 's'}" for label, v in offered.items())
+            raise SuiteError(f"{cfg.corruption}: {where} {scope!r} is not offered by any codec of the suite ({said})")
     return corruptions, levels
 
 
@@ -433,7 +434,8 @@ def _cells(
                                 preprocessing=prep,
                                 codec=codec.name,
                                 codec_fingerprint=setup.fingerprints[label],
-                                channel_codec=setup.channel_codecs.get(label),
+                                channel_codec=setup.channel_codecs.get(label, (None, None))[0],
+                                channel_codec_name=setup.channel_codecs.get(label, (None, None))[1],
                                 corruption=name,
                                 params=params,
                                 scope=scope,

@@ -119,7 +119,9 @@ def write(run_dir: str | Path, metrics: tuple[str, ...] | None = None) -> Path |
     finally:
         store.close()
     if metrics is None:
-        metrics = tuple(c[len("metric.") :] for c in cells.columns if c.startswith("metric.") and "_vs_clean" not in c)
+        names = [c[len("metric.") :] for c in cells.columns if c.startswith("metric.")]
+        # the measured metrics only: not their clean-decode companions (clean_<m>, <m>_vs_clean)
+        metrics = tuple(m for m in names if not m.startswith("clean_") and not m.endswith("_vs_clean"))
     pairs = partner_pairs(cells)
     if not pairs:
         return None

@@ -92,6 +92,7 @@ class Report:
     headline: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # failure % per level and codec
     bd_notes: list[str] = field(default_factory=list)
     compressai: list[Path] = field(default_factory=list)  # CompressAI eval_model-shaped JSON files
+    paired: Path | None = None  # paired.md: configs that decoded the same corrupted streams (paired_with)
 
 
 def run_metrics(cells: pd.DataFrame, provenance: dict[str, str]) -> tuple[str, ...]:
@@ -315,6 +316,12 @@ def build(
             rep.ood = _ood(run_dir, out, rep)
         except Exception as exc:
             rep.notes.append(f"fine-tune-then-evaluate tables not shown: {type(exc).__name__}: {exc}")
+        try:  # configs with paired_with: the same corrupted streams decoded by both (e.g. enhanced vs ELIC-only)
+            from reports import paired
+
+            rep.paired = paired.write(run_dir, computed)
+        except Exception as exc:
+            rep.notes.append(f"paired comparisons not written: {type(exc).__name__}: {exc}")
         rep.notes += tables.summary_notes(summary, metrics)
         if tables.imputation_note(impute):
             rep.notes.append(tables.imputation_note(impute))
@@ -476,6 +483,8 @@ def _write_markdown(rep, run_dir, cells, summary, metrics, threshold, rd, bd, pr
         parts += ["### Adapters", "", _markdown(rep.ood["adapters"]), ""]
         parts += ["### Before → after", "", _markdown(rep.ood["before_after"]), ""]
         parts += ["### Bitstreams", "", _markdown(rep.ood["bitstreams"]), ""]
+    if rep.paired is not None:
+        parts += [rep.paired.read_text().replace("\n## ", "\n### ").replace("# ", "## ", 1), ""]
     written = [*rep.tables.values(), *rep.compressai]
     parts += ["## Tables written", "", *(f"- `{p.relative_to(run_dir)}`" for p in written), ""]
     prov_rows, _ = provenance_rows(prov)
@@ -536,6 +545,11 @@ def _write_html(rep, run_dir, cells, summary, metrics, threshold, rd, bd, prov) 
         body += ["<h3>Adapters</h3>", _scroll(_html_table(rep.ood["adapters"]))]
         body += ["<h3>Before → after</h3>", _scroll(_html_table(rep.ood["before_after"]))]
         body += ["<h3>Bitstreams</h3>", _scroll(_html_table(rep.ood["bitstreams"]))]
+    if rep.paired is not None and rep.paired.with_suffix(".csv").is_file():
+        body += ["<h2>Paired comparisons (the same corrupted streams, both decoders)</h2>"]
+        where = f"<code>{e(rep.paired.name)}</code>"
+        body += [f"<p>Δ = partner − follower over pairs where both decodes are ok; from {where}.</p>"]
+        body += [_scroll(_html_table(pd.read_csv(rep.paired.with_suffix(".csv"))))]
     body += ["<h2>Per-image results</h2>", f"<p>In <code>{e(str(rep.tables['per_image']))}</code>.</p>"]
     if rep.compressai:
         files = ", ".join(f"<code>{e(str(p.relative_to(run_dir)))}</code>" for p in rep.compressai)

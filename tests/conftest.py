@@ -11,6 +11,7 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))  # fake_codecs must import the same way in decode workers
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does: no spinning OpenMP threads on shared cores
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 

@@ -69,3 +69,16 @@ def test_burst_cells_record_the_derived_chain(tmp_path):
     assert {round(1 / c["p_bad_to_good"]) for c in chains} == {8, 64}
     assert all(c["pi_bad"] == pytest.approx(1e-3) for c in chains)
     assert np.allclose(cells["expected_flips"], cells["bits_exposed"] * 1e-3)
+
+
+def test_a_scope_one_codec_declares_targets_that_codec_only(tmp_path):
+    """RDEIC's `y` segment: RDEIC gets y cells, JPEG2000 (which has no `y`) gets none, instead of a refused suite."""
+    codecs = (
+        '[[codecs]]\ncodec = "rdeic"\nlabel = "r"\noptions = { config = "test", allow_random_weights = true }\n'
+        '[[codecs]]\ncodec = "jpeg2000"\nlabel = "j"\n'
+    )
+    corruptions = '[[corruptions]]\ncorruption = "bsc"\nscopes = ["y", "all"]\ngrid = { ber = [0.0] }\n'
+    suite = load_suite(str(write_suite(tmp_path / "s.toml", codecs=codecs, corruptions=corruptions)))
+    plan = make_plan(RunOptions(suite, tmp_path))
+    scopes = {(c.codec_label, c.scope) for c in plan.cells}
+    assert scopes == {("r", "y"), ("r", "all"), ("j", "all")}
