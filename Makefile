@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
-bench: $(STAMP)  # all of issue #17's benchmarks; rewrites benchmarks/RESULTS.md (~15-20 min on 2 cores; BENCH_ARGS=--quick)
+bench: $(STAMP)  # issue #17: every benchmark, rewrites benchmarks/RESULTS.md (6-12 min measured on 2 shared cores; BENCH_ARGS=--quick)
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:

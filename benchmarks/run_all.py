@@ -149,7 +149,8 @@ def render(data: dict[str, Any]) -> str:
         "jobs, so each benchmark carries the load average (1, 5, 15 min) and the share of all CPUs that was busy",
         "(every process, ours and others') while it ran.",
         "",
-        f"- **Command**: `{data['command']}`",
+        f"- **Command**: `{data['command']}` (with the venv's Python; `make bench` runs the same, "
+        "`BENCH_ARGS=...` passes options)",
         f"- **Date**: {data['started']} → {data['finished']} ({data['total_s'] / 60:.1f} min)",
         f"- **Machine**: {m['host']}, {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, "
         f"{m['platform']}; no GPU" + (f" ({data['gpu']})" if data.get("gpu") else ""),
@@ -457,7 +458,8 @@ def _section_memo(b: dict[str, Any]) -> list[str]:
         mm = e["result"]
         out.append(
             "Whole `bit_errors` (every codec config, RDEIC-tiny@low as `rdeic-auto` without official weights), "
-            f"reduced to {_scope(mm)} because RDEIC-tiny costs seconds per decode here: `{e['command']}` "
+            f"reduced to {_scope(mm)} to keep this run short (the whole suite has about 25× these cells): "
+            f"`{e['command']}` "
             f"({_load(e)}, {mm['wall_s']:.0f} s): {mm['decodes']} decodes for {mm['cells']} cells = "
             f"{mm['decodes'] / mm['cells']:.3f} per cell."
         )
