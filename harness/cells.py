@@ -61,18 +61,20 @@ class Cell:
     rate_of: str | None = field(default=None, compare=False)
 
     def key_fields(self) -> dict[str, Any]:
-        return {
-            "dataset": {"name": self.dataset, "version": self.dataset_version},
-            "image": {"sha256": self.image_sha256, "shape": [self.height, self.width, 3]},
-            "preprocessing": self.preprocessing,
-            "codec": {"name": self.codec, "fingerprint": self.codec_fingerprint},
-            "corruption": {"name": self.corruption, "params": self.params, "scope": self.scope},
-            "fec": self.fec,
-            "seed": {"suite": self.suite_seed, "replicate": self.replicate},
-            "decode_seed": self.decode_seed,
-            "metrics": sorted(self.metrics),
-        } | ({"channel_codec": self.channel_codec} if self.channel_codec else {}) | (
-            {"side": {"sha256": self.side_sha256, "degradation": self.side}} if self.side_sha256 is not None else {}
+        return (
+            {
+                "dataset": {"name": self.dataset, "version": self.dataset_version},
+                "image": {"sha256": self.image_sha256, "shape": [self.height, self.width, 3]},
+                "preprocessing": self.preprocessing,
+                "codec": {"name": self.codec, "fingerprint": self.codec_fingerprint},
+                "corruption": {"name": self.corruption, "params": self.params, "scope": self.scope},
+                "fec": self.fec,
+                "seed": {"suite": self.suite_seed, "replicate": self.replicate},
+                "decode_seed": self.decode_seed,
+                "metrics": sorted(self.metrics),
+            }
+            | ({"channel_codec": self.channel_codec} if self.channel_codec else {})
+            | ({"side": {"sha256": self.side_sha256, "degradation": self.side}} if self.side_sha256 is not None else {})
         )
 
     @cached_property

@@ -320,7 +320,7 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
         if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
             raise SuiteError(f"{where}.grid maps each parameter to a non-empty list")
         if not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) for k in kinds):
-            raise SuiteError(f"{where}.kinds is a non-empty list of side-information kinds (or [\"*\"])")
+            raise SuiteError(f'{where}.kinds is a non-empty list of side-information kinds (or ["*"])')
         names = {c.corruption for c in corruptions}
         if not isinstance(cross, list) or not all(isinstance(n, str) and n in names for n in cross):
             raise SuiteError(f"{where}.cross lists [[corruptions]] names of this suite ({', '.join(sorted(names))})")

@@ -184,7 +184,7 @@ Level = tuple[str, dict[str, Any], str, Corruption, dict[str, Any] | None]  # na
 def make_plan(opts: RunOptions) -> Plan:
     """Resolve every name and parameter of the suite and enumerate its cells (deterministic order)::
 
-        metrics (available ones) -> codec configs -> corruption levels -> images -> cells
+    metrics (available ones) -> codec configs -> corruption levels -> images -> cells
     """
     from harness.codecs.rdeic.flags import resolve_auto
 

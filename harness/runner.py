@@ -195,9 +195,7 @@ def _execute(opts: RunOptions, plan: Plan, store: ResultStore, started: float) -
     )
 
 
-def _execute_sharded(
-    opts: RunOptions, plan: Plan, store: ResultStore, pending: list, started: float
-) -> RunResult:
+def _execute_sharded(opts: RunOptions, plan: Plan, store: ResultStore, pending: list, started: float) -> RunResult:
     """The cells as shards through submitit (a Slurm array, or shard processes here), then merged."""
     from harness.executors import ExecutorError, submit_shards
     from harness.sharding import ShardPlan, make_shards, merge

@@ -77,10 +77,11 @@ def codec_colours(labels: Iterable[str]) -> dict[str, str]:
 
 
 def _variant_keys(frame: pd.DataFrame) -> list[str]:
-    """Columns besides the codec that tell lines apart anywhere in ``frame`` (dataset, preprocessing, FEC): named in
-    every panel, so one FEC setting keeps one line style across the figure."""
-    keys = [k for k in ("dataset", "preprocessing") if k in frame and frame[k].nunique() > 1]
-    return keys + (["fec"] if "fec" in frame and frame["fec"].nunique() > 1 else [])
+    """Columns besides the codec that tell lines apart anywhere in ``frame`` (dataset, preprocessing, FEC, the
+    decoder's side view): named in every panel, so one FEC setting or side view keeps one line style across the
+    figure (bit errors decoded with the true and with a missing side view are two lines, not one)."""
+    keys = [k for k in ("dataset", "preprocessing", "fec", "side") if k in frame and frame[k].nunique() > 1]
+    return keys
 
 
 def _lines(g: pd.DataFrame, keys: list[str] | None = None) -> list[tuple[str, str, pd.DataFrame]]:
@@ -92,9 +93,17 @@ def _lines(g: pd.DataFrame, keys: list[str] | None = None) -> list[tuple[str, st
     out = []
     for key, c in g.groupby(["codec", *extra], sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        names = [f"FEC {v}" if k == "fec" else str(v) for k, v in zip(extra, key[1:], strict=True) if str(v)]
+        names = [_variant_name(k, v) for k, v in zip(extra, key[1:], strict=True) if str(v)]
         out.append((str(key[0]), ", ".join(names), c.sort_values("level_value")))
     return out
+
+
+def _variant_name(key: str, value: object) -> str:
+    if key == "fec":
+        return f"FEC {value}"
+    if key == "side":
+        return f"side: {value}"
+    return str(value)
 
 
 def _styles(panels: Iterable[pd.DataFrame], keys: list[str]) -> dict[str, tuple]:
@@ -328,16 +337,15 @@ def quality(
 
 def status_composition(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     data = [k for k in ("dataset", "preprocessing") if k in summary and summary[k].nunique() > 1]
-    fec = ["fec"] if "fec" in summary and summary["fec"].nunique() > 1 else []
-    panels = list(summary.groupby([*data, "codec", "corruption", "scope", *fec], sort=True))
+    variants = [k for k in ("fec", "side") if k in summary and summary[k].nunique() > 1]
+    panels = list(summary.groupby([*data, "codec", "corruption", "scope", *variants], sort=True))
     fig, axes = _panels(len(panels))
     statuses = [s.value for s in ALL_STATUSES if s.value in summary and summary[s.value].sum() > 0]
     for ax, (key, g) in zip(axes, panels, strict=True):
-        if fec:
-            *key, fec_value = key
+        key = list(key)
+        values = [key.pop() for _ in variants][::-1]
         *where, codec, corruption, scope = key
-        if fec:
-            scope = f"{scope}, FEC {fec_value}"
+        scope = ", ".join([str(scope), *(_variant_name(k, v) for k, v in zip(variants, values, strict=True))])
         codec = " ".join([*map(str, where), str(codec)])
         g = g.sort_values("level_value")
         bottom = np.zeros(len(g))

@@ -38,7 +38,9 @@ import pandas as pd
 from harness.status import ALL_STATUSES
 
 KEYS = ["dataset", "preprocessing", "codec", "corruption", "scope", "level"]
-#: Key columns every baseline has (``dataset`` / ``preprocessing`` / ``fec`` only where the suite had them).
+#: Key columns a summary has only where some cell needs them: a FEC layer, a side view crossed with bit errors.
+VARIANT_KEYS = ["fec", "side"]
+#: Key columns every baseline has (``dataset`` / ``preprocessing`` / ``fec`` / ``side`` only where the suite had them).
 REQUIRED_KEYS = ["codec", "corruption", "scope", "level"]
 EXACT = ["images", "seeds", "cells", *(s.value for s in ALL_STATUSES), "n_ok", "bytes_total", "bytes_header"]
 DERIVED = ["bpp", "header_bpp", "failure_rate", "within_1db_of_clean"]
@@ -58,7 +60,7 @@ def tolerance(column: str) -> float:
 
 def regression_view(summary: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
     """The columns of ``summary`` that a baseline pins, in a stable order."""
-    keys = [k for k in [*KEYS, "fec"] if k in summary]
+    keys = [k for k in [*KEYS, *VARIANT_KEYS] if k in summary]
     cols = [*keys, *EXACT, *DERIVED]
     for m in metrics:
         cols += [m, f"{m}_n"]
@@ -97,7 +99,7 @@ class Comparison:
 
 
 def compare(run: pd.DataFrame, baseline: pd.DataFrame) -> Comparison:
-    keys = [k for k in [*KEYS, "fec"] if k in baseline]
+    keys = [k for k in [*KEYS, *VARIANT_KEYS] if k in baseline]
     res = Comparison()
     missing_cols = [c for c in baseline.columns if c not in run.columns]
     for c in missing_cols:
@@ -191,15 +193,15 @@ def fit_problem(run: pd.DataFrame, baseline: pd.DataFrame) -> str | None:
     """Why ``baseline`` cannot be compared with the ``run``'s regression view at all (None when it can): its rows
     are keyed by a column the run lacks, it has columns no regression view has, or none of its rows is in the
     run. A few missing rows or metric columns are regressions instead, reported by :func:`compare`."""
-    keys = [k for k in [*KEYS, "fec"] if k in baseline]
+    keys = [k for k in [*KEYS, *VARIANT_KEYS] if k in baseline]
     absent = [k for k in keys if k not in run]
     if absent:
-        have = ", ".join(k for k in [*KEYS, "fec"] if k in run)
+        have = ", ".join(k for k in [*KEYS, *VARIANT_KEYS] if k in run)
         return (
             f"the baseline keys its rows by {', '.join(absent)}, which this run's table does not have "
             f"(its keys: {have})"
         )
-    split = [k for k in [*KEYS, "fec"] if k in run and k not in baseline]
+    split = [k for k in [*KEYS, *VARIANT_KEYS] if k in run and k not in baseline]
     if split and run.duplicated(subset=keys).any():
         k = split[0]
         return (
@@ -207,7 +209,7 @@ def fit_problem(run: pd.DataFrame, baseline: pd.DataFrame) -> str | None:
             f"would be compared with the wrong ones"
         )
     columns = set(map(str, baseline.columns))
-    known = {*KEYS, "fec", *EXACT, *DERIVED, *map(str, run.columns)}
+    known = {*KEYS, *VARIANT_KEYS, *EXACT, *DERIVED, *map(str, run.columns)}
     foreign = [c for c in map(str, baseline.columns) if c not in known and not _metric_like(c, columns)]
     if foreign:
         more = f" and {len(foreign) - 4} more" if len(foreign) > 4 else ""

@@ -618,11 +618,12 @@ def bd_rates(rd: pd.DataFrame, metric: str = "psnr", method: str = "pchip") -> p
 
 
 def threshold_table(summary: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame:
-    """Per (codec, corruption, scope[, FEC]): the highest level, walking up from the lowest, before the first
-    level where the failure rate exceeds 1% or the mean drop of ``metric`` from the clean decode exceeds
+    """Per (codec, corruption, scope[, FEC][, side view]): the highest level, walking up from the lowest, before
+    the first level where the failure rate exceeds 1% or the mean drop of ``metric`` from the clean decode exceeds
     1 dB (over ok cells; two lossless decodes are no drop). Point estimates decide; the Wilson interval and the
     drop's interval at the chosen level are printed beside it so a reader sees how much n supports it."""
-    cols = [*_data_keys(summary), "codec", "corruption", "scope", *(["fec"] if "fec" in summary else []), "series"]
+    variants = [k for k in ("fec", "side") if k in summary]
+    cols = [*_data_keys(summary), "codec", "corruption", "scope", *variants, "series"]
     rows = []
     if summary.empty:
         return pd.DataFrame()
@@ -751,6 +752,7 @@ def human_table(
             "scope": r["scope"],
             "level": r["level"],
             **({"FEC": r["fec"]} if "fec" in r else {}),
+            **({"side view": r["side"]} if "side" in r else {}),
             "images": r.get("images", ""),
             "seeds": r.get("seeds", ""),
             "cells": r["cells"],

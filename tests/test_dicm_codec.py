@@ -164,3 +164,25 @@ def test_dicm_tiny_decodes_the_standin_above_its_floor_with_true_side_info():
         missing = codec.decode(stream.data, SIZE, 0, side_info={"stereo": None})
         assert psnr(image, true) > codec.clean_psnr_floor_db
         assert psnr(image, true) > psnr(image, missing)
+
+
+@pytest.mark.slow
+def test_ci_dicm_suite_matches_its_baseline(tmp_path, capsys):
+    """DICM-tiny with and without its side view under bit errors and three side-information degradations,
+    against the committed baseline. After an intended change, review the diff and rerun with ``--update``."""
+    import pandas as pd
+    from conftest import ROOT
+
+    from harness.cli import main
+
+    baseline = ROOT / "reports" / "baselines" / "ci_dicm.csv"
+    out = tmp_path / "dicm"
+    assert main(["--suite", "ci_dicm", "--out", str(out), "--no-progress", "--workers", "2"]) == 0
+    capsys.readouterr()
+    code = main(["regress", str(out), "--baseline", str(baseline)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    base = pd.read_csv(baseline)
+    assert f"compared {len(base)} rows" in text and "OK: within tolerances" in text
+    assert set(base["codec"]) == {"dicm@tiny", "dicm@tiny-no-side"}
+    assert {"side_noise", "side_shift", "side_missing", "bsc"} <= set(base["corruption"])

@@ -110,7 +110,7 @@ def test_faithful_geometry_refuses_other_sizes_in_one_line_and_tiled_runs(codec)
     with pytest.raises(CodecError) as err:
         codec.encode(_image(70, 90))
     msg = str(err.value)
-    assert "\n" not in msg and 'center_crop(size=64)' in msg and 'geometry = "tiled"' in msg
+    assert "\n" not in msg and "center_crop(size=64)" in msg and 'geometry = "tiled"' in msg
     tiled = LDMRSIC(config="test", allow_random_weights=True, geometry="tiled")
     out = tiled.decode(tiled.encode(_image(70, 90)).data, (70, 90), 0)
     assert out.shape == (70, 90, 3) and out.dtype == np.uint8
@@ -154,7 +154,7 @@ def test_fuzzed_streams_run_isolated_and_are_classified(tmp_path):
     )
     corr = (
         '[[corruptions]]\ncorruption = "bsc"\nscopes = ["header", "z", "y.s0.a", "y.s4.n"]\n'
-        'grid = { ber = [0.0, 0.02] }\n'
+        "grid = { ber = [0.0, 0.02] }\n"
         '[[corruptions]]\ncorruption = "latent_gaussian"\nscopes = ["*"]\ngrid = { sigma = [0.0, 1.0] }'
     )
     suite = write_suite(tmp_path / "s.toml", codecs=codecs, corruptions=corr, seeds=1, limit_images=1, timeout_s=60)

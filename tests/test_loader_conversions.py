@@ -120,8 +120,12 @@ def png_bytes(samples: np.ndarray, color_type: int, bit_depth: int = 16, chunks:
         out += bytes([kind]) + bytes(filtered)
         prev = raw
     ihdr = struct.pack(">IIBBBBB", w, h, bit_depth, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + chunks + _chunk(b"IDAT", zlib.compress(out)) + _chunk(
-        b"IEND", b""
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + chunks
+        + _chunk(b"IDAT", zlib.compress(out))
+        + _chunk(b"IEND", b"")
     )
 
 

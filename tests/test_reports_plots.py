@@ -182,3 +182,31 @@ def test_ood_training_curves_without_a_loss_log_have_no_empty_panel(tmp_path):
     assert fig.axes[0].get_ylabel() == "validation psnr (dB)"
     label = fig.get_supxlabel()
     assert "no training loss logged" in label and "step 0 = base" in label
+
+
+def test_bit_errors_with_the_true_and_a_missing_side_view_are_two_lines_and_two_status_panels(tmp_path):
+    """Issue #19: a [[side_info]] entry crossed with BSC gives, per BER, cells decoded with the true side view and
+    cells decoded without it. Pooled into one line they would draw two points per level (or average them)."""
+    cells = _cells()
+    cells = cells[cells["codec"] == "c"]
+    true = cells.assign(side=json.dumps({"kind": "stereo"}))
+    missing = cells.assign(
+        side=json.dumps({"kind": "stereo", "degradation": {"name": "side_missing", "params": {"probability": 1.0}}}),
+        **{"metric.psnr": cells["metric.psnr"] - 3.0},
+    )
+    cells = pd.concat([true, missing], ignore_index=True)
+    summary = tables.summarise(tables.prepare(cells), ("psnr",))
+    assert summary["side"].nunique() == 2, summary["side"].unique()
+    panel = summary[summary["scope"] == "all"]
+    lines = plots._lines(panel, plots._variant_keys(summary))
+    assert len(lines) == 2 and all(len(rows) == rows["level_value"].nunique() for _, _, rows in lines)
+    assert {variant.split(": ")[0] for _, variant, _ in lines} == {"side"}
+    assert len(plots.status_composition(summary, tmp_path)) >= 1
+    # the same kind in the tables and the regression baseline: the side view is a key wherever FEC is one
+    from reports import regress
+
+    assert len(tables.threshold_table(summary)) == 2 * summary["scope"].nunique()
+    assert "side view" in tables.human_table(summary, ("psnr",)).columns
+    view = regress.regression_view(summary, ("psnr",))
+    keys = [k for k in [*regress.KEYS, *regress.VARIANT_KEYS] if k in view]
+    assert "side" in keys and not view.duplicated(subset=keys).any()

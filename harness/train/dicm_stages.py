@@ -6,9 +6,10 @@ Per batch of (primary x, side s) pairs in [-1, 1]::
     ctx, bits_x = context_fn(x)        (straight-through rounded y_hat -> pyramid; noise-relaxed bits)
     w,   bits_w = encode_w(s)          (+ N(0, w_noise_std) in training, as the official model.py does)
     w := 0 for a fraction ``w_drop`` of the batch (see below)
-    t ~ U{0..T-1}, x_t = sqrt(ab_t) x + sqrt(1 - ab_t) eps, eps_hat = UNet(x_t, t / T, ctx + w)
-    x0_hat = clamp((x_t - sqrt(1 - ab_t) eps_hat) / sqrt(ab_t), -1, 1)
-    L = (1 - alpha) |eps - eps_hat|_1 + alpha * aux(x0_hat, x) + beta * (bpp_x + bpp_w)
+    t ~ U{0..T-1}, x_t = sqrt(ab_t) x + sqrt(1 - ab_t) eps, out = UNet(x_t, t / T, ctx + w)
+    pred_mode "noise" (official): x0_hat = clamp((x_t - sqrt(1 - ab_t) out) / sqrt(ab_t), -1, 1), target = eps
+    pred_mode "x" (tiny):         x0_hat = clamp(out, -1, 1),                                     target = x
+    L = (1 - alpha) |target - out|_1 + alpha * aux(x0_hat, x) + beta * (bpp_x + bpp_w)
         + ctx_weight * (|ctx[0] - x|_1 + |w[0] - s|_1)
 
 ``aux`` is L1 here (BRIEF §5: the LPIPS-VGG weights cannot be downloaded offline). The factorized priors' medians
@@ -104,9 +105,13 @@ def dicm_loss(
     sa = model.train_sqrt_alphas_cumprod[t].view(b, 1, 1, 1)
     s1 = model.train_sqrt_one_minus_alphas_cumprod[t].view(b, 1, 1, 1)
     x_t = sa * x + s1 * eps
-    eps_hat = model.denoise_fn(x_t, t.float() / T, context)
-    x0_hat = ((x_t - s1 * eps_hat) / sa).clamp(-1.0, 1.0)
-    l_eps = F.l1_loss(eps_hat, eps)
+    out = model.denoise_fn(x_t, t.float() / T, context)
+    if model.cfg.diffusion.pred_mode == "x":  # the UNet predicts x0 itself: the prediction loss is on x
+        x0_hat = out.clamp(-1.0, 1.0)
+        l_pred = F.l1_loss(out, x)
+    else:
+        x0_hat = ((x_t - s1 * out) / sa).clamp(-1.0, 1.0)
+        l_pred = F.l1_loss(out, eps)
     l_aux = F.l1_loss(x0_hat, x)
     bpp_x = ox["bits"].mean() / n_pixels
     bpp_w = ow["bits"].mean() / n_pixels
@@ -114,11 +119,11 @@ def dicm_loss(
     # both latents informative from the first step (without it the rate term empties them before the UNet has
     # learned to read its context: measured, 0.04 bpp and no use of w after 160 steps)
     l_ctx = F.l1_loss(ox["pyramid"][0], x) + F.l1_loss(ow["pyramid"][0], side)
-    loss = (1 - alpha) * l_eps + alpha * l_aux + beta * (bpp_x + bpp_w) + ctx_weight * l_ctx
+    loss = (1 - alpha) * l_pred + alpha * l_aux + beta * (bpp_x + bpp_w) + ctx_weight * l_ctx
     with torch.no_grad():
         mse = float(F.mse_loss(x0_hat, x))
     return loss, {
-        "l_eps": float(l_eps.detach()),
+        "l_pred": float(l_pred.detach()),
         "l_x0": float(l_aux.detach()),
         "psnr_x0_db": 10 * math.log10(4.0 / max(mse, 1e-12)),
         "bpp_x": float(bpp_x.detach()),
@@ -129,7 +134,7 @@ def dicm_loss(
 
 def describe_loss(alpha: float, beta: float, w_drop: float, w_noise_std: float, ctx_weight: float) -> str:
     return (
-        f"(1-{alpha})*L1(eps_hat, eps) + {alpha}*L1(x0_hat, x) + {beta}*(bpp_x + bpp_w) + "
+        f"(1-{alpha})*L1(prediction, target) + {alpha}*L1(x0_hat, x) + {beta}*(bpp_x + bpp_w) + "
         f"{ctx_weight}*(L1(ctx[0], x) + L1(w[0], side)); "
         f"w zeroed for {w_drop:.0%} of each batch; w + N(0, {w_noise_std}^2)"
     )

@@ -410,9 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m harness.train.ldm_rsic_tiny " + " ".join(sys.argv[1:] if argv is None else argv),
         "recipe": asdict(recipe),
         "config": "tiny",
-        "training_images": [
-            {"name": name, "shape": list(img.shape)} for name, img in training_images()
-        ],
+        "training_images": [{"name": name, "shape": list(img.shape)} for name, img in training_images()],
         "summary": summary,
         "wall_s_this_invocation": round(wall, 1),
         "torch": torch.__version__,

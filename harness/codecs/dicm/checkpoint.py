@@ -267,8 +267,8 @@ def read_weights(
 
 def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str, source: str) -> None:
     """Strict load of ``state`` (keys under ``prefix``) into ``module``; entropy buffers absent from the state
-    (official files) are built with ``update(force=True)``, present ones (ours) are used as stored, so the
-    encoder's and every decoder's tables are the same integers."""
+    (official files) are built with ``update(force=True)`` for the compressors that code (not ``encode_w``),
+    present ones (ours) are used as stored, so the encoder's and every decoder's tables are the same integers."""
     state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     own = module.state_dict()
     for key, value in own.items():  # official files: compressai's buffers come from the module itself
@@ -284,6 +284,6 @@ def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: s
             f"DICM weights: {source} does not fit the model: missing {missing.missing_keys[:3]}, "
             f"unexpected {missing.unexpected_keys[:3]}"
         )
-    for comp in comps:
+    for comp in module.coders() if hasattr(module, "coders") else comps:  # encode_w codes nothing: no tables
         if comp.prior._quantized_cdf.numel() == 0 or comp.gaussian_conditional._quantized_cdf.numel() == 0:
             comp.update(force=True)

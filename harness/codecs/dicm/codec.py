@@ -126,6 +126,7 @@ class DICM(Codec):
         for role in PATH_OPTIONS:  # one line each: missing, empty, a directory, truncated, not a checkpoint
             if getattr(o, role) is not None:
                 check_weights_file(getattr(o, role), role)
+        self.clean_psnr_floor_db = self.model_config.clean_psnr_floor_db
         if self.random_weights:
             self.clean_psnr_floor_db = -math.inf  # random weights decode to noise: plumbing runs only
         self.output_rounding = o.rounding
@@ -364,7 +365,7 @@ class DICM(Codec):
             noise = torch.from_numpy(np.asarray(hook("init_noise", noise.numpy()), dtype=np.float32))
         with torch.no_grad():
             x0 = ddim_sample(
-                lambda x, t: m.eps(x, t, context),
+                lambda x, t: m.denoise(x, t, context),
                 noise.to(dev),
                 self.model_config.diffusion,
                 self.options.steps,

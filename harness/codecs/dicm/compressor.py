@@ -27,14 +27,11 @@ from torch import nn
 from harness.codecs.dicm.blocks import Downsample, ResnetBlock, Upsample
 from harness.codecs.dicm.config import CompressorConfig
 
-#: Scale table of the GaussianConditional: 64 log-spaced scales from the 0.1 floor to 256 (compressai's default
-#: table starts at its own 0.11 floor). A symbol is coded with the smallest table scale >= its scale.
-SCALE_LEVELS = 64
-SCALE_MAX = 256.0
 
-
-def scale_table(floor: float) -> torch.Tensor:
-    return torch.exp(torch.linspace(math.log(floor), math.log(SCALE_MAX), SCALE_LEVELS))
+def scale_table(cfg: CompressorConfig) -> torch.Tensor:
+    """``cfg.scale_levels`` log-spaced scales from the floor ``cfg.scale_bound`` to ``cfg.scale_max``. With 64
+    levels (a 13 % step) DICM-tiny's y string was 2.6 % above the likelihood estimate, with 256 (3 %) 1.3 %."""
+    return torch.exp(torch.linspace(math.log(cfg.scale_bound), math.log(cfg.scale_max), cfg.scale_levels))
 
 
 def ste_round(x: torch.Tensor) -> torch.Tensor:
@@ -83,7 +80,7 @@ class Compressor(nn.Module):
         """Rebuild both CDF tables (after loading weights): the factorized prior's per channel, the Gaussian's
         from :func:`scale_table`."""
         self.prior.update(force=force)
-        self.gaussian_conditional.update_scale_table(scale_table(self.cfg.scale_bound), force=force)
+        self.gaussian_conditional.update_scale_table(scale_table(self.cfg), force=force)
 
     def resize_entropy_buffers(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
         """Give the CDF buffers the shapes ``state`` holds, so a strict load of a saved model works."""

@@ -7,8 +7,9 @@
 * Time input of the ε-predictor: ``t / T`` in training. At sampling the official code feeds ``i / steps`` (the
   step's index); ``time_input = "index"`` reproduces that, ``"t"`` feeds ``t_i / T`` (what training saw; the two
   differ by up to ~5 % at 20 steps, negligibly at 200).
-* Each step: x̂₀ = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t clamped to [−1, 1]; x_prev = √ᾱ_prev x̂₀ + √(1−ᾱ_prev) ε̂;
-  the last step returns x̂₀.
+* Each step (``pred_mode = "noise"``, official): x̂₀ = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t clamped to [−1, 1];
+  x_prev = √ᾱ_prev x̂₀ + √(1−ᾱ_prev) ε̂; the last step returns x̂₀. With ``pred_mode = "x"`` the network's output
+  is x̂₀ (clamped) and ε̂ = (x_t − √ᾱ_t x̂₀) / √(1−ᾱ_t).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ TRAIN_BUFFERS = (
 )
 TIME_INPUTS = ("index", "t")
 
-#: ``eps_fn(x_t, time_input) -> ε̂`` (the context is bound by the caller); ``hook(name, array) -> array``.
-EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``model_fn(x_t, time_input) -> ε̂ or x̂₀`` (by ``pred_mode``; the context is bound by the caller).
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def betas(cfg: DiffusionConfig) -> np.ndarray:
@@ -70,7 +71,7 @@ def init_noise(shape: tuple[int, ...], decode_seed: int, gamma: float) -> torch.
 
 
 def ddim_sample(
-    eps_fn: EpsFn,
+    model_fn: ModelFn,
     x: torch.Tensor,
     cfg: DiffusionConfig,
     steps: int,
@@ -90,9 +91,14 @@ def ddim_sample(
         t0 = time.perf_counter()
         t = int(ts[i])
         tin = i / steps if time_input == "index" else t / cfg.timesteps
-        eps = eps_fn(x, torch.full((b,), tin, dtype=torch.float32, device=x.device))
+        out = model_fn(x, torch.full((b,), tin, dtype=torch.float32, device=x.device))
         a_t = float(ac[t])
-        x0 = ((x - np.sqrt(1.0 - a_t) * eps) / np.sqrt(a_t)).clamp(-1.0, 1.0)
+        if cfg.pred_mode == "x":
+            x0 = out.clamp(-1.0, 1.0)
+            eps = (x - np.sqrt(a_t) * x0) / np.sqrt(1.0 - a_t)
+        else:
+            eps = out
+            x0 = ((x - np.sqrt(1.0 - a_t) * eps) / np.sqrt(a_t)).clamp(-1.0, 1.0)
         if i > 0:
             a_prev = float(ac[int(ts[i - 1])])
             x = np.sqrt(a_prev) * x0 + np.sqrt(1.0 - a_prev) * eps

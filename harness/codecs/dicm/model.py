@@ -48,8 +48,14 @@ class DICMModel(nn.Module):
     def compressors(self) -> list[Compressor]:
         return [m for m in (self.context_fn, getattr(self, "context_fn_cor", None), self.encode_w) if m is not None]
 
+    def coders(self) -> list[Compressor]:
+        """The compressors whose latents are entropy-coded (x's, and the side image's own chain in the official
+        joint mode). ``encode_w`` is not: w is never transmitted, so its CDF tables stay empty."""
+        return [m for m in (self.context_fn, getattr(self, "context_fn_cor", None)) if m is not None]
+
     def update(self, force: bool = True) -> None:
-        for comp in self.compressors():
+        """Build the CDF tables of the coders (after loading or training weights)."""
+        for comp in self.coders():
             comp.update(force=force)
 
     @torch.no_grad()
@@ -57,5 +63,6 @@ class DICMModel(nn.Module):
         """w: the decoder pyramid of the side image's quantized latent (side in [-1, 1], B x 3 x H x W)."""
         return self.encode_w.decode(self.encode_w.latents(side)["y_hat"])
 
-    def eps(self, x_t: torch.Tensor, t: torch.Tensor, context: list[torch.Tensor]) -> torch.Tensor:
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: list[torch.Tensor]) -> torch.Tensor:
+        """The UNet's output at x_t: ε̂ or x̂₀ (``cfg.diffusion.pred_mode``)."""
         return self.denoise_fn(x_t, t, context)

@@ -278,4 +278,3 @@ def describe_bpp(height: int, width: int, channels: int) -> float:
     """The bpp an ``rdeic-vae`` file has for an original of ``height`` x ``width`` (for docs and tests)."""
     n = channels * (pad_to(height) // 8) * (pad_to(width) // 8)
     return 8.0 * (HEADER.size + VALUE_BYTES * n) / (height * width)
-
