@@ -242,8 +242,8 @@ def _jpeg_bytes(image: np.ndarray, quality: int) -> bytes:
     return buf.getvalue()
 
 
-class SideJPEG(SideInfoCorruption):
-    name = "side_jpeg"
+class _SideAtRate(SideInfoCorruption):
+    """The side view as a real decoder would hold it: compressed by an image codec to ``bpp``."""
 
     @dataclass(frozen=True)
     class Params:
@@ -255,6 +255,10 @@ class SideJPEG(SideInfoCorruption):
     @classmethod
     def identity_params(cls) -> dict[str, Any]:
         return {"bpp": RAW_BPP}
+
+
+class SideJPEG(_SideAtRate):
+    name = "side_jpeg"
 
     def degrade(self, image: np.ndarray, rng: np.random.Generator, context: SideContext) -> SideResult:
         from PIL import Image
@@ -275,19 +279,8 @@ class SideJPEG(SideInfoCorruption):
         return SideResult(np.ascontiguousarray(out), extra)
 
 
-class SideJPEG2000(SideInfoCorruption):
+class SideJPEG2000(_SideAtRate):
     name = "side_jpeg2000"
-
-    @dataclass(frozen=True)
-    class Params:
-        bpp: float  # target rate, bits per side-image pixel; 24 (the raw RGB size): not compressed, the identity
-
-    def validate(self) -> None:
-        _check_rate(self.name, self.params.bpp)
-
-    @classmethod
-    def identity_params(cls) -> dict[str, Any]:
-        return {"bpp": RAW_BPP}
 
     def degrade(self, image: np.ndarray, rng: np.random.Generator, context: SideContext) -> SideResult:
         from harness.codecs.jpeg2000 import JPEG2000

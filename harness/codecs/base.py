@@ -286,6 +286,45 @@ class Codec(ABC):
         return self.decode_state(self.parse_checked(data, size), decode_seed, size=size, side_info=side_info)
 
 
+def package_versions(*packages: str) -> dict[str, str]:
+    """Installed versions of ``packages`` ("absent" for one that is not installed), for ``library_versions``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in packages:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+class LearnedCodec(Codec):
+    """A codec whose networks come from weight files (RDEIC, LDM-RSIC, DICM and their variants).
+
+    The options that name files (``path_options``) stay out of :meth:`config`, so a run moved to another folder
+    keeps its cell keys: the files' content is in :meth:`weights_hash`. They stay in :meth:`spec`, because a
+    worker must open the same files. ``libraries``: the packages whose versions can change bytes or decodes.
+    ``reconstruct`` records its per-stage seconds in ``last_timings``.
+    """
+
+    path_options: ClassVar[tuple[str, ...]] = ()
+    libraries: ClassVar[tuple[str, ...]] = ("torch",)
+    last_timings: dict[str, float]
+
+    def config(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self.options).items() if k not in self.path_options}
+
+    def spec(self) -> CodecSpec:
+        return CodecSpec(f"{type(self).__module__}:{type(self).__qualname__}", dataclasses.asdict(self.options))
+
+    def library_versions(self) -> dict[str, str]:
+        return package_versions(*self.libraries)
+
+    def stage_timings(self) -> dict[str, float]:
+        return dict(getattr(self, "last_timings", {}))
+
+
 def check_image(image: np.ndarray) -> np.ndarray:
     """Validate an input image and return it as contiguous uint8 HxWx3 (the harness's image type)."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:

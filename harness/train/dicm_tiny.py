@@ -14,10 +14,7 @@ uninterrupted run is deterministic on one machine (same torch, same thread count
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.train import recipe_cli
 from harness.train.dicm_stages import StereoPairPool, describe_loss
 from harness.train.loop import Stage, StageConfig
 
@@ -60,8 +58,7 @@ class Recipe:
         return out
 
 
-def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+_log = recipe_cli.log
 
 
 def build_model(seed: int):
@@ -141,49 +138,23 @@ def export(model, path: Path, recipe: Recipe) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.train.dicm_tiny", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="weights/dicm-tiny", help="output folder (weights, recipe.json)")
-    ap.add_argument("--work", default=None, help="checkpoint folder (default <out>/train)")
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply the step count (0.01: smoke run)")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
-
-    recipe = Recipe()
-    if args.scale != 1.0:
-        recipe = recipe.scaled(args.scale)
-    if args.threads:
-        recipe.threads = args.threads
-    torch.set_num_threads(recipe.threads)
-    out = Path(args.out)
-    work = Path(args.work) if args.work else out / "train"
+    args = recipe_cli.parser("harness.train.dicm_tiny", __doc__, "weights/dicm-tiny").parse_args(argv)
+    recipe, out, work = recipe_cli.setup(Recipe(), args)
     out.mkdir(parents=True, exist_ok=True)
-    t0, cpu0 = time.perf_counter(), time.process_time()
+    clock = recipe_cli.Clock()
     _log(f"DICM-tiny recipe -> {out} (checkpoints in {work}), {recipe.threads} threads, {recipe.steps} steps")
     model, summary = train(recipe, work, progress=not args.no_progress)
     export(model, out / WEIGHTS_FILE, recipe)
-    wall = time.perf_counter() - t0
-    record = {
-        "command": "python -m harness.train.dicm_tiny " + " ".join(sys.argv[1:] if argv is None else argv),
-        "recipe": asdict(recipe),
-        "config": "tiny",
-        "loss": describe_loss(recipe.alpha, recipe.beta, recipe.w_drop, recipe.w_noise_std, recipe.ctx_weight),
-        "training_data": (
+    recipe_cli.write_record(
+        out, "harness.train.dicm_tiny", argv, recipe, summary, clock,
+        config="tiny",
+        loss=describe_loss(recipe.alpha, recipe.beta, recipe.w_drop, recipe.w_noise_std, recipe.ctx_weight),
+        training_data=(
             f"{recipe.pool_pairs} generated pairs (harness/datasets/stereo_synth.py, seeds {TRAIN_FIRST_SEED}.."
             f"{TRAIN_FIRST_SEED + recipe.pool_pairs - 1}) of {recipe.pool_height}x{recipe.pool_width}, random "
             f"{recipe.crop_height}x{recipe.crop_width} crops, flips and view swaps"
         ),
-        "summary": summary,
-        "wall_s_this_invocation": round(wall, 1),
-        # CPU seconds of this process (all its threads): what the recipe costs on an idle machine with `threads`
-        # cores; the wall time also counts the other jobs that shared the CPU
-        "cpu_s_this_invocation": round(time.process_time() - cpu0, 1),
-        "load_average_at_end": os.getloadavg(),
-        "torch": torch.__version__,
-        "threads": recipe.threads,
-    }
-    (out / "recipe.json").write_text(json.dumps(record, indent=1, default=str))
-    _log(f"done in {wall / 60:.1f} min")
+    )  # fmt: skip
     return 0
 
 

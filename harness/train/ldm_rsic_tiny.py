@@ -29,10 +29,7 @@ import os
 # Must be set before torch (and its OpenMP runtime) is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse
 import json
-import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.train import recipe_cli
 from harness.train.loop import Stage, StageConfig
 
 WEIGHTS_FILE = "ldm-rsic-tiny.safetensors"
@@ -78,8 +76,7 @@ class Recipe:
         return out
 
 
-def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+_log = recipe_cli.log
 
 
 def _ckpt_every(steps: int) -> int:
@@ -386,38 +383,17 @@ def train(recipe: Recipe, out: Path, work: Path, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.train.ldm_rsic_tiny", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="weights/ldm-rsic-tiny", help="output folder (weights, recipe.json)")
-    ap.add_argument("--work", default=None, help="checkpoint folder (default <out>/train)")
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply every step count (0.01: smoke run)")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
-    recipe = Recipe()
-    if args.scale != 1.0:
-        recipe = recipe.scaled(args.scale)
-    if args.threads:
-        recipe.threads = args.threads
-    torch.set_num_threads(recipe.threads)
-    out = Path(args.out)
-    work = Path(args.work) if args.work else out / "train"
+    args = recipe_cli.parser("harness.train.ldm_rsic_tiny", __doc__, "weights/ldm-rsic-tiny").parse_args(argv)
+    recipe, out, work = recipe_cli.setup(Recipe(), args)
     work.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    clock = recipe_cli.Clock()
     _log(f"LDM-RSIC-tiny recipe -> {out} (checkpoints in {work}), {recipe.threads} threads")
     summary = train(recipe, out, work, progress=not args.no_progress)
-    wall = time.perf_counter() - t0
-    record = {
-        "command": "python -m harness.train.ldm_rsic_tiny " + " ".join(sys.argv[1:] if argv is None else argv),
-        "recipe": asdict(recipe),
-        "config": "tiny",
-        "training_images": [{"name": name, "shape": list(img.shape)} for name, img in training_images()],
-        "summary": summary,
-        "wall_s_this_invocation": round(wall, 1),
-        "torch": torch.__version__,
-        "threads": recipe.threads,
-    }
-    (out / "recipe.json").write_text(json.dumps(record, indent=1, default=str))
-    _log(f"done in {wall / 60:.1f} min")
+    recipe_cli.write_record(
+        out, "harness.train.ldm_rsic_tiny", argv, recipe, summary, clock,
+        config="tiny",
+        training_images=[{"name": name, "shape": list(img.shape)} for name, img in training_images()],
+    )  # fmt: skip
     return 0
 
 

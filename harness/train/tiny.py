@@ -16,15 +16,11 @@ Every stage is resumable: rerunning the command continues where it stopped and s
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
+from harness.train import recipe_cli
 from harness.train.loop import Stage, StageConfig
 
 
@@ -72,8 +68,7 @@ class Recipe:
         return out
 
 
-def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+_log = recipe_cli.log
 
 
 def build_model(seed: int):
@@ -260,25 +255,12 @@ def export(model, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.train.tiny", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="weights/rdeic-tiny", help="output folder (weights, checkpoints, recipe.json)")
-    ap.add_argument("--work", default=None, help="checkpoint folder (default <out>/train)")
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply every step count (0.01: smoke run)")
+    ap = recipe_cli.parser("harness.train.tiny", __doc__, "weights/rdeic-tiny")
     ap.add_argument("--rates", default=None, help="comma list of rate-point names to train (default: all)")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-
-    recipe = Recipe()
-    if args.scale != 1.0:
-        recipe = recipe.scaled(args.scale)
-    if args.threads:
-        recipe.threads = args.threads
-    torch.set_num_threads(recipe.threads)
-    out = Path(args.out)
-    work = Path(args.work) if args.work else out / "train"
+    recipe, out, work = recipe_cli.setup(Recipe(), args)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    clock = recipe_cli.Clock()
     _log(f"RDEIC-tiny recipe -> {out} (checkpoints in {work}), {recipe.threads} threads")
     model = build_model(recipe.seed)
     summary = {"stage0": train_stage0(recipe, work, model, progress=not args.no_progress)}
@@ -288,25 +270,17 @@ def main(argv: list[str] | None = None) -> int:
         if rp.name in wanted:
             _log(f"rate point {rp.name} (w_rate = {rp.w_rate})")
             summary[rp.name] = train_rate_point(recipe, rp, work, stage0_state, out, progress=not args.no_progress)
-    wall = time.perf_counter() - t0
     from harness.train import data
 
-    record = {
-        "command": "python -m harness.train.tiny " + " ".join(sys.argv[1:] if argv is None else argv),
-        "recipe": asdict(recipe),
-        "config": "tiny",
-        "held_out": list(data.HELD_OUT),
-        "training_images": [
+    recipe_cli.write_record(
+        out, "harness.train.tiny", argv, recipe, summary, clock,
+        config="tiny",
+        held_out=list(data.HELD_OUT),
+        training_images=[
             {"name": im.name, "source": im.source, "licence": im.licence, "shape": list(im.pixels.shape)}
             for im in data.training_images()
         ],
-        "summary": summary,
-        "wall_s_this_invocation": round(wall, 1),
-        "torch": torch.__version__,
-        "threads": recipe.threads,
-    }
-    (out / "recipe.json").write_text(json.dumps(record, indent=1, default=str))
-    _log(f"done in {wall / 60:.1f} min")
+    )  # fmt: skip
     return 0
 
 

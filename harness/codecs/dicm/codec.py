@@ -36,12 +36,11 @@ import numpy as np
 
 from harness.codecs.base import (
     Bitstream,
-    Codec,
     CodecError,
-    CodecSpec,
     DecodedState,
     InvalidOutput,
     LatentHook,
+    LearnedCodec,
     check_image,
 )
 from harness.hashing import key_of
@@ -71,11 +70,13 @@ def to_model_input(image: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
 
 
-class DICM(Codec):
+class DICM(LearnedCodec):
     """DICM (official architecture, our container) with DDIM decoding from the decoded latent plus side features."""
 
     name = "dicm"
     version = "1"
+    path_options = PATH_OPTIONS
+    libraries = ("torch", "compressai")
     hooks = ("y_hat", "z_hat", "ctx_pyramid", "w_pyramid", "init_noise")
     segments = ("z", "y")
     side_info = (SIDE_KIND,)
@@ -141,12 +142,6 @@ class DICM(Codec):
         return self.options.weights is None and self.options.ckpt is None
 
     # -- identity -------------------------------------------------------------------------------------------
-    def config(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self.options).items() if k not in PATH_OPTIONS}
-
-    def spec(self) -> CodecSpec:
-        return CodecSpec(f"{type(self).__module__}:{type(self).__qualname__}", dataclasses.asdict(self.options))
-
     def weights_hash(self) -> str:
         from harness.codecs.rdeic.checkpoint import file_sha256
 
@@ -156,20 +151,6 @@ class DICM(Codec):
 
             return key_of({"random_weights": o.config, "seed": o.random_seed, "torch": torch.__version__})
         return key_of({"file": file_sha256(o.weights or o.ckpt), "kind": "weights" if o.weights else "ckpt"})
-
-    def library_versions(self) -> dict[str, str]:
-        from importlib.metadata import PackageNotFoundError, version
-
-        out = {}
-        for pkg in ("torch", "compressai"):
-            try:
-                out[pkg] = version(pkg)
-            except PackageNotFoundError:
-                out[pkg] = "absent"
-        return out
-
-    def stage_timings(self) -> dict[str, float]:
-        return dict(self.last_timings)
 
     def decoded_shape(self, height: int, width: int) -> tuple[int, int, int]:
         m = self.model_config.pad_multiple

@@ -28,7 +28,6 @@ parameters, hence rANS indexes, agree bit for bit (brief §6.10); the MEN and th
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -39,12 +38,11 @@ import numpy as np
 
 from harness.codecs.base import (
     Bitstream,
-    Codec,
     CodecError,
-    CodecSpec,
     DecodedState,
     InvalidOutput,
     LatentHook,
+    LearnedCodec,
     check_image,
     create_codec,
 )
@@ -66,18 +64,6 @@ def _check_sane(name: str, arr: np.ndarray, bound: float = LATENT_BOUND) -> None
         raise InvalidOutput(f"non-finite values (NaN/inf) in {name}")
     if arr.size and (peak := float(np.max(np.abs(arr)))) > bound:
         raise InvalidOutput(f"{name} reaches |{peak:.3g}|, beyond the bound of {bound:g}")
-
-
-def _versions(*packages: str) -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in packages:
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "absent"
-    return out
 
 
 class Enhancer:
@@ -148,11 +134,13 @@ def _size_refusal(name: str, config: str, native: int, h: int, w: int) -> CodecE
     )
 
 
-class LDMRSIC(Codec):
+class LDMRSIC(LearnedCodec):
     """LDM-RSIC: ELIC bitstream, MEN enhancement with a generated distortion prior (decoder side only)."""
 
     name = "ldm-rsic"
     version = "1"
+    path_options = PATH_OPTIONS
+    libraries = ("torch", "compressai")
     hooks: ClassVar[tuple[str, ...]] = ("z_hat", "y_hat", "x_tilde", "cond_tokens", "prior")
     segments = ("z", "y", *(f"y.s{i}.{k}" for i in range(5) for k in ("a", "n")))
 
@@ -227,12 +215,6 @@ class LDMRSIC(Codec):
         return o.weights is None and o.elic_ckpt is None and o.ldm_ckpt is None
 
     # -- identity -------------------------------------------------------------------------------------------
-    def config(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self.options).items() if k not in PATH_OPTIONS}
-
-    def spec(self) -> CodecSpec:
-        return CodecSpec(f"{type(self).__module__}:{type(self).__qualname__}", dataclasses.asdict(self.options))
-
     def weights_hash(self) -> str:
         from harness.codecs.ldm_rsic.checkpoint import file_sha256
 
@@ -243,12 +225,6 @@ class LDMRSIC(Codec):
             return key_of({"random_weights": o.config, "seed": o.random_seed, "torch": torch.__version__})
         files = [o.weights] if o.weights else [o.elic_ckpt] + ([o.ldm_ckpt] if o.enhance else [])
         return key_of({"files": [file_sha256(p) for p in files]})
-
-    def library_versions(self) -> dict[str, str]:
-        return _versions("torch", "compressai")
-
-    def stage_timings(self) -> dict[str, float]:
-        return dict(self.last_timings)
 
     @property
     def native_size(self) -> int:
@@ -445,13 +421,14 @@ def load_s2(cfg, weights: str | None, ldm_ckpt: str | None, seed: int, config: s
     return s2.eval()
 
 
-class J2KMEN(Codec):
+class J2KMEN(LearnedCodec):
     """JPEG2000* (``j2k+men``): a JPEG2000 configuration (``j2k``: the registry name of any JPEG2000 codec or
     preset, plus ``j2k_options``) whose decode is enhanced by a MEN trained on JPEG2000 decodes. Encoding, rate
     matching and parsing are the JPEG2000 configuration's own, so the bits are identical to it."""
 
     name = "j2k+men"
     version = "1"
+    path_options = PATH_OPTIONS
     hooks: ClassVar[tuple[str, ...]] = ("x_tilde", "cond_tokens", "prior")
     matches_rate: ClassVar[bool] = True
 
@@ -504,12 +481,9 @@ class J2KMEN(Codec):
         self.last_timings: dict[str, float] = {}
 
     def config(self) -> dict[str, Any]:
-        out = {k: v for k, v in dataclasses.asdict(self.options).items() if k not in PATH_OPTIONS}
+        out = super().config()
         out["j2k_resolved"] = self.inner.config()  # the bits' configuration (a preset's options included)
         return out
-
-    def spec(self) -> CodecSpec:
-        return CodecSpec(f"{type(self).__module__}:{type(self).__qualname__}", dataclasses.asdict(self.options))
 
     def weights_hash(self) -> str | None:
         from harness.codecs.ldm_rsic.checkpoint import file_sha256
@@ -520,10 +494,7 @@ class J2KMEN(Codec):
         return key_of({"files": [file_sha256(o.men_weights)]})
 
     def library_versions(self) -> dict[str, str]:
-        return {**self.inner.library_versions(), **_versions("torch")}
-
-    def stage_timings(self) -> dict[str, float]:
-        return dict(self.last_timings)
+        return {**self.inner.library_versions(), **super().library_versions()}
 
     @property
     def min_side(self) -> int:

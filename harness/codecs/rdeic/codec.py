@@ -22,7 +22,6 @@ weights with ``allow_random_weights = true`` (plumbing only: never report their 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -34,12 +33,11 @@ import numpy as np
 
 from harness.codecs.base import (
     Bitstream,
-    Codec,
     CodecError,
-    CodecSpec,
     DecodedState,
     InvalidOutput,
     LatentHook,
+    LearnedCodec,
     check_image,
     to_output,
 )
@@ -62,11 +60,13 @@ def padded_bpp(n_bytes: int, height: int, width: int) -> float:
     return 8.0 * n_bytes / (pad_to(height) * pad_to(width))
 
 
-class RDEIC(Codec):
+class RDEIC(LearnedCodec):
     """RDEIC (official architecture and bitstream) with relay residual diffusion decoding."""
 
     name = "rdeic"
     version = "1"
+    path_options = PATH_OPTIONS
+    libraries = ("torch", "compressai", "torchac")
     hooks = ("y_hat", "c_latent", "guide_hint")
     segments = ("y", "z")
 
@@ -145,14 +145,6 @@ class RDEIC(Codec):
         return o.weights is None and o.sd_ckpt is None and o.rdeic_ckpt is None
 
     # -- identity -------------------------------------------------------------------------------------------
-    def config(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self.options).items() if k not in PATH_OPTIONS}
-
-    def spec(self) -> CodecSpec:
-        return CodecSpec(
-            target=f"{type(self).__module__}:{type(self).__qualname__}", options=dataclasses.asdict(self.options)
-        )
-
     def weights_hash(self) -> str:
         from harness.codecs.rdeic.checkpoint import file_sha256
 
@@ -188,20 +180,6 @@ class RDEIC(Codec):
     @property
     def adapter_mode(self) -> str | None:
         return None if self.adapter_record is None else str(self.adapter_record["mode"])
-
-    def library_versions(self) -> dict[str, str]:
-        from importlib.metadata import PackageNotFoundError, version
-
-        out = {}
-        for pkg in ("torch", "compressai", "torchac"):
-            try:
-                out[pkg] = version(pkg)
-            except PackageNotFoundError:
-                out[pkg] = "absent"
-        return out
-
-    def stage_timings(self) -> dict[str, float]:
-        return dict(self.last_timings)
 
     def decoded_shape(self, height: int, width: int) -> tuple[int, int, int]:
         return (pad_to(height), pad_to(width), 3)

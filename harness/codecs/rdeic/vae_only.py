@@ -29,7 +29,6 @@ the same tensors RDEIC's random model has), and so are the loading checks (``che
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import struct
 import time
@@ -40,12 +39,11 @@ import numpy as np
 
 from harness.codecs.base import (
     Bitstream,
-    Codec,
     CodecError,
-    CodecSpec,
     DecodedState,
     InvalidOutput,
     LatentHook,
+    LearnedCodec,
     check_image,
 )
 from harness.codecs.rdeic.codec import LATENT_BOUND, PATH_OPTIONS, pad_to
@@ -60,11 +58,12 @@ PREFIX = "first_stage_model."
 MAX_POSITIONS = (16384 // 8) ** 2
 
 
-class RDEICVAE(Codec):
+class RDEICVAE(LearnedCodec):
     """RDEIC's VAE alone: encode to the scaled latent, store it raw, decode. An upper bound, not a codec."""
 
     name = "rdeic-vae"
     version = "1"
+    path_options = PATH_OPTIONS
     hooks = ("latent",)
 
     @dataclass(frozen=True)
@@ -121,14 +120,6 @@ class RDEICVAE(Codec):
         return o.weights is None and o.sd_ckpt is None and o.rdeic_ckpt is None
 
     # -- identity -------------------------------------------------------------------------------------------
-    def config(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self.options).items() if k not in PATH_OPTIONS}
-
-    def spec(self) -> CodecSpec:
-        return CodecSpec(
-            target=f"{type(self).__module__}:{type(self).__qualname__}", options=dataclasses.asdict(self.options)
-        )
-
     def weights_hash(self) -> str:
         o = self.options
         if self.random_weights:
@@ -139,17 +130,6 @@ class RDEICVAE(Codec):
 
         files = [o.weights] if o.weights else [p for p in (o.sd_ckpt, o.rdeic_ckpt) if p is not None]
         return key_of({"files": [file_sha256(p) for p in files]})
-
-    def library_versions(self) -> dict[str, str]:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return {"torch": version("torch")}
-        except PackageNotFoundError:
-            return {"torch": "absent"}
-
-    def stage_timings(self) -> dict[str, float]:
-        return dict(self.last_timings)
 
     def decoded_shape(self, height: int, width: int) -> tuple[int, int, int]:
         return (pad_to(height), pad_to(width), 3)
