@@ -84,12 +84,17 @@ class Cell:
     @cached_property
     def rng_key(self) -> str:
         """The key the corruption RNG is seeded from: the cell's own, or (paired) the key the same cell of the
-        ``channel_codec`` has, so both codecs see the same flips / noise."""
-        if not self.channel_codec:
+        ``channel_codec`` has, so both codecs see the same flips / noise. The side view is left out (a crossed
+        degradation draws from :meth:`side_rng`): the channel does not know what the decoder holds, so bit errors
+        with a missing view hit the bytes they hit with the true view, and a codec decoding without side
+        information, paired with one decoding with it, gets the same flips too."""
+        if not self.channel_codec and self.side_sha256 is None:
             return self.key
-        fields = {k: v for k, v in self.key_fields().items() if k != "channel_codec"}
-        name = self.channel_codec_name or self.codec
-        return key_of({**fields, "codec": {"name": name, "fingerprint": self.channel_codec}})
+        fields = {k: v for k, v in self.key_fields().items() if k not in ("side", "channel_codec")}
+        if self.channel_codec:
+            name = self.channel_codec_name or self.codec
+            fields["codec"] = {"name": name, "fingerprint": self.channel_codec}
+        return key_of(fields)
 
     @cached_property
     def encode_key(self) -> str:

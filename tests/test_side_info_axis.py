@@ -64,6 +64,20 @@ def test_cells_of_the_side_axis(tmp_path):
     crossed = [c for c in side if c.side is not None]
     assert {(c.corruption, c.side["name"]) for c in crossed} == {("bsc", "side_missing")} and len(crossed) == 4
     assert {c.corruption for c in side if c.side is None} == {"bsc", "side_noise", "side_missing"}
+    # a crossed cell is its own cell, but draws the flips of the same level with the true view
+    for c in crossed:
+        twin = [t for t in side if t.side is None and (t.image_sha256, t.level, t.scope, t.replicate, t.corruption)
+                == (c.image_sha256, c.level, c.scope, c.replicate, c.corruption)]  # fmt: skip
+        assert len(twin) == 1 and twin[0].key != c.key and twin[0].rng_key == c.rng_key
+    # a codec without side information paired with one that has it: the same flips as its true-view cells
+    paired = make_plan(
+        RunOptions(_suite(SUITE.replace('label = "j2k"', 'label = "j2k"\npaired_with = "side"')), tmp_path)
+    )
+    true_view = {
+        (c.image_sha256, c.level, c.scope): c.rng_key for c in side if c.side is None and c.corruption == "bsc"
+    }
+    partner = [c for c in paired.cells if c.codec_label == "j2k"]
+    assert len(partner) == 4 and all(true_view[(c.image_sha256, c.level, c.scope)] == c.rng_key for c in partner)
     # the side view's pixels are in the key: another side view is another cell
     swapped = SUITE.replace("count = 2", "count = 2, primary = 'right'")
     other = make_plan(RunOptions(_suite(swapped), tmp_path))
@@ -96,6 +110,15 @@ def test_every_degradation_reaches_the_decoder(tmp_path):
     assert noisy["decode_key"].nunique() == len(noisy)
     j2k = cells[cells["codec_label"] == "j2k"]
     assert j2k["side"].isna().all()
+    # bit errors crossed with the missing view hit the very bytes the true view's cells got: only the view differs
+    bsc = side[(side["corruption"] == "bsc") & (side["level"] == "ber=0.001")]
+    crossed = bsc["side"].map(lambda s: json.loads(s)["degradation"] is not None)
+    by_image = [
+        set(g.loc[crossed[g.index], "stream_sha256"]) == set(g.loc[~crossed[g.index], "stream_sha256"])
+        for _, g in bsc.groupby("image_sha256")
+    ]
+    assert len(by_image) == 2 and all(by_image)
+    assert (bsc["actual_flips"] > 0).any()
 
 
 def test_a_degradation_the_dataset_cannot_serve_is_refused_or_not_applicable(tmp_path):
