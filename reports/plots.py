@@ -80,8 +80,7 @@ def _variant_keys(frame: pd.DataFrame) -> list[str]:
     """Columns besides the codec that tell lines apart anywhere in ``frame`` (dataset, preprocessing, FEC, the
     decoder's side view): named in every panel, so one FEC setting or side view keeps one line style across the
     figure (bit errors decoded with the true and with a missing side view are two lines, not one)."""
-    keys = [k for k in ("dataset", "preprocessing", "fec", "side") if k in frame and frame[k].nunique() > 1]
-    return keys
+    return [k for k in ("dataset", "preprocessing", "fec", "side") if k in frame and frame[k].nunique() > 1]
 
 
 def _lines(g: pd.DataFrame, keys: list[str] | None = None) -> list[tuple[str, str, pd.DataFrame]]:

@@ -207,3 +207,31 @@ def test_files_that_are_not_checkpoints_are_refused_in_one_line(tmp_path):
         DICM(config="test", ckpt=str(tmp_path / "no_model.pt")).model()
     with pytest.raises(CodecError, match="No official weights are published"):
         DICM(config="official")
+
+
+@pytest.mark.parametrize("pred_mode", ["noise", "x"])
+def test_ddim_with_an_oracle_network_lands_on_the_image_in_either_prediction_mode(pred_mode):
+    """DDIM (η = 0) with a network that knows x0: an x̂₀-predictor returns it, an ε-predictor returns the noise
+    the current x_t holds. Either way every step keeps x_t on x0's trajectory and the last step returns x0."""
+    import dataclasses
+
+    from harness.codecs.dicm.diffusion import alphas_cumprod, ddim_sample, ddim_timesteps, init_noise
+
+    cfg = dataclasses.replace(TEST.diffusion, pred_mode=pred_mode)
+    x0 = torch.linspace(-0.9, 0.9, 2 * 3 * 8 * 8).reshape(2, 3, 8, 8)
+    ac, ts = alphas_cumprod(cfg), ddim_timesteps(cfg, 5)
+    seen = []
+
+    def oracle(x_t: torch.Tensor, tin: torch.Tensor) -> torch.Tensor:
+        a = float(ac[int(ts[len(ts) - 1 - len(seen)])])
+        eps = (x_t - math.sqrt(a) * x0) / math.sqrt(1.0 - a)  # the noise x_t holds at this step
+        seen.append(eps)
+        return x0 if pred_mode == "x" else eps
+
+    out = ddim_sample(oracle, init_noise(tuple(x0.shape), 7, cfg.init_gamma), cfg, 5, time_input="t")
+    assert len(seen) == 5
+    for eps in seen[1:]:  # η = 0: each step moves x_t along x0's trajectory with the same noise
+        torch.testing.assert_close(eps, seen[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(out, x0, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="pred_mode"):
+        dataclasses.replace(TEST.diffusion, pred_mode="v")
