@@ -24,6 +24,11 @@ parent-death signal and watches the main process, so ``kill -9`` of the harness 
 Exceptions never cross the boundary as exceptions: they come back as a status with type and message (made
 reproducible: temp-file paths and addresses are replaced). Workers are forked from a forkserver that has
 preloaded the codec modules, so a restart after a crash costs milliseconds, not a fresh interpreter.
+
+A parse in a worker computes what the same parse computes in the main process (the controls compare the two
+bit for bit): each request carries the main process's torch intra-op thread count and the worker adopts it,
+because float reductions split over another number of threads round differently (measured: RDEIC-tiny's
+``y_hat`` and decoded pixels differ between 1 and 2 threads).
 """
 
 from __future__ import annotations
@@ -162,8 +167,22 @@ def _die_with_parent(main_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="harness-watch-parent").start()
 
 
+def torch_threads() -> int | None:
+    """The torch intra-op thread count of this process (None when torch was never imported here)."""
+    torch = sys.modules.get("torch")
+    return None if torch is None else int(torch.get_num_threads())
+
+
+def _same_threads(threads: int | None) -> None:
+    """Adopt the main process's torch thread count (see the module docstring). A worker whose codec never
+    imported torch (JPEG2000) is left alone."""
+    torch = sys.modules.get("torch")
+    if threads is not None and torch is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def _worker_main(conn: Connection, main_pid: int) -> None:
-    """Loop of a worker process: ('load', spec) and ('parse', key, bytes, size, cpu_s, memory_bytes)
+    """Loop of a worker process: ('load', spec) and ('parse', key, bytes, size, cpu_s, memory_bytes, threads)
     requests, one reply each: (status, state, error type, message, parse seconds, CPU seconds)."""
     from harness.codecs.base import InvalidOutput
     from harness.registry import import_target
@@ -191,7 +210,8 @@ def _worker_main(conn: Connection, main_pid: int) -> None:
                     codecs[key] = codec
                 reply: tuple = ("ok", None, None, None)
             else:
-                _, key, data, size, cpu_s, memory_bytes = msg
+                _, key, data, size, cpu_s, memory_bytes, threads = msg
+                _same_threads(threads)
                 _set_limits(cpu_s, memory_bytes)
                 try:
                     state = codecs[key].parse_checked(data, tuple(size))
@@ -325,7 +345,7 @@ class IsolatedWorker:
         loaded = self.load(spec)
         if loaded.status is not Status.OK:
             return loaded
-        msg = ("parse", _spec_key(spec), data, tuple(size), limits.cpu_s, limits.memory_bytes)
+        msg = ("parse", _spec_key(spec), data, tuple(size), limits.cpu_s, limits.memory_bytes, torch_threads())
         return self._request(msg, limits.wall_s, limits.cpu_s)
 
     def close(self) -> None:

@@ -60,7 +60,11 @@ def test_a_dicm_tiny_smoke_run_exports_weights_the_codec_loads(tmp_path):
     from harness.datasets.stereo_synth import stereo_pair
     from harness.train import dicm_tiny
 
-    assert dicm_tiny.main(["--out", str(tmp_path), "--scale", "0.01", "--no-progress"]) == 0
+    threads = torch.get_num_threads()
+    try:  # the recipe sets its own thread count: give the rest of the session back its own
+        assert dicm_tiny.main(["--out", str(tmp_path), "--scale", "0.01", "--no-progress"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     assert json.loads((tmp_path / "recipe.json").read_text())["recipe"]["steps"] == 20
     codec = DICM(config="tiny", weights=str(tmp_path / dicm_tiny.WEIGHTS_FILE), steps=2)
     left, right = stereo_pair(5, 64, 128)

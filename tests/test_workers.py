@@ -56,3 +56,28 @@ def test_pool_runs_many_and_counts_restarts():
         statuses = [f.result().status for f in futures]
         assert statuses.count(Status.CRASH) == 4 and statuses.count(Status.OK) == 8
         assert pool.restarts >= 3
+
+
+def test_a_worker_parses_with_the_main_process_thread_count_so_controls_compare_equal_floats():
+    """Float reductions round differently over another number of threads (RDEIC-tiny's y_hat does): a worker
+    adopts the main process's torch thread count with each request, so its parse equals the in-process one."""
+    import torch
+
+    from harness.datasets import create_dataset
+
+    codec = create_codec("rdeic-tiny@low")
+    ds = create_dataset("samples")
+    image = ds.load(ds.index()[0])
+    data, size = codec.encode(image).data, image.shape[:2]
+    default = torch.get_num_threads()
+    other = 1 if default > 1 else 2  # not what a fresh worker starts with
+    worker = IsolatedWorker()
+    try:
+        torch.set_num_threads(other)
+        here = codec.parse_checked(data, size)
+        there = worker.parse(codec.spec(), data, size, Limits(cpu_s=300, wall_s=600, memory_bytes=4 << 30))
+    finally:
+        torch.set_num_threads(default)
+        worker.close()
+    assert there.status is Status.OK, there
+    assert np.array_equal(here["y_hat"], there.state["y_hat"])
