@@ -73,7 +73,10 @@ def cell_row(
         "actual_flips": channel.actual_flips,
         "p_error_free": channel.p_error_free,
         "channel": ({**channel.extra, "fec": tx.fec} if tx.fec else channel.extra)
-        | ({"rng_key": cell.rng_key} if cell.channel_codec else {}),
+        # what reports/redecode.py seeds the channel from, where it is not the cell's own key (paired or side cells),
+        # and the partner a paired config took its draws from (reports/paired.py)
+        | ({"rng_key": cell.rng_key} if cell.rng_key != cell.key else {})
+        | ({"paired_with": cell.channel_codec} if cell.channel_codec else {}),
         "fec_overhead_bpp": 8.0 * tx.fec["overhead_bytes"] / pixels if tx.fec else 0.0,
         "residual_flips": tx.fec["residual_flips"] if tx.fec else None,
         "stream_sha256": tx.received_sha256,

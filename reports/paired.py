@@ -11,7 +11,10 @@ stream, does the decoder-side prior repair or amplify the damage? Per (dataset, 
   minus that of the follower: > 0 means the partner lost less than its clean advantage would predict (repair),
   < 0 that it lost more (amplification), with its interval.
 
-Pairs are found from the cells themselves: a follower cell records its partner's key as its ``rng_key``.
+Pairs are found from the cells themselves: a follower cell records its partner's fingerprint (``paired_with``;
+runs made before that record only the partner cell's key as the follower's ``rng_key``). A partner with decoder-side
+information is compared through its cells with the true side view (a degradation crossed with the corruption is
+another comparison, in the main tables).
 ``python -m reports.paired RUN_DIR`` writes ``paired.md`` / ``paired.csv`` in the run directory.
 """
 
@@ -32,12 +35,26 @@ from reports.stats import mean_interval
 def partner_pairs(cells: pd.DataFrame) -> list[tuple[str, str]]:
     """(follower label, partner label) for every paired config in ``cells``."""
     label_of = dict(zip(cells["key"], cells["codec_label"], strict=True))
+    label_of_config = dict(zip(cells["codec_fingerprint"], cells["codec_label"], strict=True))
     out: dict[tuple[str, str], None] = {}
     for label, channel in zip(cells["codec_label"], cells["channel"].fillna("{}"), strict=True):
-        rng_key = json.loads(channel or "{}").get("rng_key")
-        if rng_key and rng_key in label_of and label_of[rng_key] != label:
-            out[(label, label_of[rng_key])] = None
+        record = json.loads(channel or "{}")
+        if "paired_with" in record:
+            partner = label_of_config.get(record["paired_with"])
+        else:
+            partner = label_of.get(record.get("rng_key"))
+        if partner is not None and partner != label:
+            out[(label, partner)] = None
     return list(out)
+
+
+def without_crossed_side(cells: pd.DataFrame) -> pd.DataFrame:
+    """The cells decoded with the true side view (or without side information): a side degradation crossed with
+    the corruption (``side.degradation``) is left out, so each follower cell meets one partner cell."""
+    if "side" not in cells:
+        return cells
+    crossed = cells["side"].map(lambda s: isinstance(s, str) and json.loads(s).get("degradation") is not None)
+    return cells[~crossed]
 
 
 def _clean(cells: pd.DataFrame, metric: str) -> pd.Series:
@@ -125,6 +142,7 @@ def write(run_dir: str | Path, metrics: tuple[str, ...] | None = None) -> Path |
     pairs = partner_pairs(cells)
     if not pairs:
         return None
+    cells = without_crossed_side(cells)
     parts, frames = [], []
     for follower, partner in pairs:
         t = paired_table(cells, follower, partner, metrics)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import stored_cells
 
@@ -131,3 +132,25 @@ def test_a_degradation_the_dataset_cannot_serve_is_refused_or_not_applicable(tmp
     assert not (cells["corruption"] == "side_wrong_pair").any()
     assert result.planned > len(cells)
     assert np.all(cells["status"] == "ok")
+
+
+def test_a_codec_without_side_information_paired_with_one_that_has_it_gets_a_paired_table(tmp_path):
+    """The "DICM without w at the same bits" reference: its cells meet the partner's true-view cells one to one
+    (not the crossed ones), on the same corrupted bytes, and the report's paired table says so."""
+    from reports import paired
+
+    text = SUITE.replace(
+        'codec = "jpeg2000"\nlabel = "j2k"\noptions = { target_bpp = 2.0, numres = 3 }',
+        'codec = "fake"\nlabel = "plain"\npaired_with = "side"',
+    )
+    assert 'label = "plain"' in text
+    run(RunOptions(_suite(text), tmp_path / "run", workers=1, progress=False))
+    cells = stored_cells(tmp_path / "run")
+    assert paired.partner_pairs(cells) == [("plain", "side")]
+    path = paired.write(tmp_path / "run", ("psnr",))
+    assert path is not None
+    table = pd.read_csv(path.with_suffix(".csv"))
+    assert set(table["level"]) == {"ber=0", "ber=0.001"}
+    assert (table["pairs"] == 2).all() and table["bytes_identical"].all()
+    # the same bytes parse alike: whatever fails, fails on both sides
+    assert (table["failure_rate_before"] == table["failure_rate_after"]).all()
