@@ -48,15 +48,6 @@ def partner_pairs(cells: pd.DataFrame) -> list[tuple[str, str]]:
     return list(out)
 
 
-def without_crossed_side(cells: pd.DataFrame) -> pd.DataFrame:
-    """The cells decoded with the true side view (or without side information): a side degradation crossed with
-    the corruption (``side.degradation``) is left out, so each follower cell meets one partner cell."""
-    if "side" not in cells:
-        return cells
-    crossed = cells["side"].map(lambda s: isinstance(s, str) and json.loads(s).get("degradation") is not None)
-    return cells[~crossed]
-
-
 def _clean(cells: pd.DataFrame, metric: str) -> pd.Series:
     """Per (codec label, image, corruption): the metric of the ok clean decodes (identity level), averaged."""
     col = f"metric.{metric}"
@@ -80,8 +71,9 @@ def paired_table(cells: pd.DataFrame, follower: str, partner: str, metrics: tupl
             for _, r in ok.iterrows():
                 cf = clean.get((follower, r["image_sha256"], r["corruption"]), math.nan)
                 cp = clean.get((partner, r["image_sha256"], r["corruption"]), math.nan)
-                a, b = r[f"metric.{m}_after"] - cp, r[f"metric.{m}_before"] - cf
-                if np.isfinite(a) and np.isfinite(b):
+                after, before = r[f"metric.{m}_after"], r[f"metric.{m}_before"]
+                if np.isfinite([after, cp, before, cf]).all():  # lossless (inf) decodes have no damage to compare
+                    a, b = after - cp, before - cf
                     drops.setdefault((d, r["corruption"], r["scope"], r["params"]), []).append(a - b)
         lo_hi = []
         for _, row in table.iterrows():
@@ -142,7 +134,7 @@ def write(run_dir: str | Path, metrics: tuple[str, ...] | None = None) -> Path |
     pairs = partner_pairs(cells)
     if not pairs:
         return None
-    cells = without_crossed_side(cells)
+    cells = tables.without_crossed_side(cells)
     parts, frames = [], []
     for follower, partner in pairs:
         t = paired_table(cells, follower, partner, metrics)

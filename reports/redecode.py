@@ -6,7 +6,9 @@ RNG (a ``SeedSequence`` of the cell key, :meth:`harness.cells.Cell.rng`). Every 
 against the run's records: the corrupted stream's sha256 and the decoded pixels' sha256 must match the
 store, otherwise the tile is not shown. Parsing runs in an isolated worker, as in the run.
 
-Cells with a FEC layer are not re-decoded here (their bytes pass through the FEC encoder/decoder).
+Cells with a FEC layer are not re-decoded here (their bytes pass through the FEC encoder/decoder), nor cells whose
+side view was degraded (the degradation's context is the run's plan); a codec with decoder-side information is
+given the true side views again from the dataset, checked against the hashes the cell recorded.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Redecoder:
         self.timeout_s = timeout_s
         self.worker = IsolatedWorker()
         self._codecs: dict[str, Any] = {}
+        self.dataset_options = dataset_options(store)
 
     def close(self) -> None:
         self.worker.close()
@@ -80,6 +83,14 @@ class Redecoder:
         if encoded is None:
             return Redecoded(None, "encoded stream not in the run's cache")
         corruption = CORRUPTIONS.get(row["corruption"])(**json.loads(row["params"]))
+        side = json.loads(row["side"]) if isinstance(row.get("side"), str) else None
+        side_info = None
+        if side is not None:
+            if corruption.acts_on == "side_info" or side.get("degradation") is not None:
+                return Redecoded(None, "side-information level: not re-decoded")
+            side_info = load_side_views(row, side, self.dataset_options.get(row["dataset"]))
+            if side_info is None:
+                return Redecoded(None, "side view not loadable")
         rng_key = json.loads(row["channel"] or "{}").get("rng_key", row["key"])  # paired cells: their partner's
         rng = np.random.default_rng(np.random.SeedSequence(int(rng_key, 16)))  # == Cell.rng()
         data = encoded.bitstream.data
@@ -96,7 +107,9 @@ class Redecoder:
         if outcome.status is not Status.OK:
             return Redecoded(None, f"{outcome.status.value}: {outcome.error_type or ''}")
         try:
-            image = codec.decode_state(outcome.state or {}, int(row["decode_seed"]), hook, size=size)
+            image = codec.decode_state(
+                outcome.state or {}, int(row["decode_seed"]), hook, size=size, side_info=side_info
+            )
         except InvalidOutput as exc:
             return Redecoded(None, f"invalid_output: {exc}")
         except Exception as exc:
@@ -123,19 +136,60 @@ def rebuild_codec(row: dict[str, Any]) -> Any:
     return codec if fp == row["codec_fingerprint"] else None
 
 
-def load_original(row: dict[str, Any]) -> np.ndarray | None:
-    """The original pixels of a cell's image, when its dataset loads without options and has no
-    preprocessing; verified by pixel hash."""
+def dataset_options(store: Any) -> dict[str, dict[str, Any]]:
+    """Loader options per dataset name, from the suite text the run recorded ({} when it cannot be read)."""
+    try:
+        from harness.config import parse_suite
+
+        prov = store.provenance()
+        suite = parse_suite(prov["suite_text"], prov.get("suite_path") or "suite.toml")
+        return {d.name: d.loader_options() for d in suite.datasets}
+    except Exception:
+        return {}
+
+
+def _entry(row: dict[str, Any], options: dict[str, Any] | None) -> tuple[Any, Any] | None:
+    """(dataset, entry) of a cell's image, its dataset opened with the run's loader ``options``; None when the
+    image was preprocessed (its pixels are not the file's)."""
     if row.get("preprocessing", "none") != "none":
         return None
-    try:
-        from harness.datasets import create_dataset
+    from harness.datasets import create_dataset
 
-        ds = create_dataset(row["dataset"])
-        for entry in ds.index() if hasattr(ds, "index") else ds.entries():
-            if getattr(entry, "sha256", None) == row["image_sha256"] or entry.id == row["image_id"]:
-                image = ds.load(entry if getattr(entry, "sha256", None) else ds.resolve(entry))
-                return image if pixels_sha256(image) == row["image_sha256"] else None
+    ds = create_dataset(row["dataset"], **(options or {}))
+    for entry in ds.index() if hasattr(ds, "index") else ds.entries():
+        if getattr(entry, "sha256", None) == row["image_sha256"] or entry.id == row["image_id"]:
+            return ds, entry if getattr(entry, "sha256", None) else ds.resolve(entry)
+    return None
+
+
+def load_original(row: dict[str, Any], options: dict[str, Any] | None = None) -> np.ndarray | None:
+    """The original pixels of a cell's image (its dataset opened with the run's loader ``options``), when it has
+    no preprocessing; verified by pixel hash."""
+    try:
+        found = _entry(row, options)
+        if found is None:
+            return None
+        image = found[0].load(found[1])
+        return image if pixels_sha256(image) == row["image_sha256"] else None
     except Exception:
         return None
-    return None
+
+
+def load_side_views(
+    row: dict[str, Any], side: dict[str, Any], options: dict[str, Any] | None = None
+) -> dict[str, np.ndarray | None] | None:
+    """The true side views of a cell (by kind; a kind the run recorded as missing stays None), verified against
+    the pixel hashes in the cell's ``side`` record; None when they cannot be loaded as the run had them."""
+    try:
+        found = _entry(row, options)
+        if found is None:
+            return None
+        views: dict[str, np.ndarray | None] = {k: None for k in side.get("missing", [])}
+        for kind, sha in side.get("sha256", {}).items():
+            view = found[0].load_side(found[1], kind)
+            if pixels_sha256(view) != sha:
+                return None
+            views[kind] = view
+        return views
+    except Exception:
+        return None

@@ -203,7 +203,8 @@ def grid_rows(
     if cells.empty:
         return []
     corruption = sorted(cells["corruption"].unique())[0]
-    c = cells[(cells["corruption"] == corruption) & (cells["replicate"] == 0) & (cells["decode_seed"] == 0)]
+    c = tables.without_crossed_side(cells)
+    c = c[(c["corruption"] == corruption) & (c["replicate"] == 0) & (c["decode_seed"] == 0)]
     scopes = sorted(c["scope"].unique())
     scope = "all" if "all" in scopes else scopes[0]
     image_id = sorted(c["image_id"].unique())[0]
@@ -221,7 +222,7 @@ def grid_rows(
             g = g.sort_values("level_value")
             first = g.iloc[0].to_dict()
             if original is None:
-                original = load_original(first)
+                original = load_original(first, rd.dataset_options.get(first["dataset"]))
             clean = rd.clean(first)
             ok = g[g["status"] == Status.OK.value]
             clean_caption = ""

@@ -126,6 +126,16 @@ def side_label(side: object, corruption: str) -> str:
     return f"{degradation['name']}:{params}"
 
 
+def without_crossed_side(cells: pd.DataFrame) -> pd.DataFrame:
+    """The cells decoded with the true side view (or without side information): a side degradation crossed with
+    the corruption (``side.degradation``) is left out, so a (codec, image, level) has one cell again (paired
+    tables: each follower cell meets one partner cell; the visual grid: one tile per level)."""
+    if "side" not in cells:
+        return cells
+    crossed = cells["side"].map(lambda s: isinstance(s, str) and json.loads(s).get("degradation") is not None)
+    return cells[~crossed]
+
+
 def _declared_fec_failure(row_status: str, channel: object) -> bool:
     """Whether the FEC layer itself said a stream was not corrected: status ``fec_failure``, or (policy
     ``pass_through``) failed codewords recorded in the cell's channel record."""

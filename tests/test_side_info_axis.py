@@ -154,3 +154,35 @@ def test_a_codec_without_side_information_paired_with_one_that_has_it_gets_a_pai
     assert (table["pairs"] == 2).all() and table["bytes_identical"].all()
     # the same bytes parse alike: whatever fails, fails on both sides
     assert (table["failure_rate_before"] == table["failure_rate_after"]).all()
+
+
+def test_the_visual_grid_redecodes_side_cells_with_their_true_view_and_skips_degraded_ones(tmp_path):
+    """A re-decode of a codec with side information gets the true side view again (checked by pixel hash), so it
+    reproduces the run's pixels; a degraded or missing view is not re-created outside the run's plan."""
+    from harness.store import ResultStore
+    from reports import tables
+    from reports.redecode import Redecoder
+    from reports.report import grid_rows
+
+    run(RunOptions(_suite(), tmp_path / "run", workers=1, progress=False))
+    store = ResultStore(tmp_path / "run" / "results.sqlite")
+    try:
+        cells = store.cells_frame()
+        side = cells[cells["codec_label"] == "side"]
+        with Redecoder(tmp_path / "run", store) as rd:
+            got = {row["key"]: (row, rd.decode(row)) for row in side.to_dict("records")}
+        rows = grid_rows(tmp_path / "run", store, tables.prepare(cells), ("psnr",), 30.0)
+    finally:
+        store.close()
+    degraded = 0
+    for row, out in got.values():
+        record = json.loads(row["side"])
+        if row["corruption"] == "bsc" and record["degradation"] is None:
+            assert out.note == "ok" and out.image is not None, out.note  # pixels match the run's (checked inside)
+        else:
+            degraded += 1
+            assert out.image is None and out.note == "side-information level: not re-decoded"
+    assert degraded == 2 * (2 + 3)
+    # the grid shows the bit-error levels once per codec: the crossed (missing view) cells are not extra tiles
+    side_row = next(r for r in rows if r["codec"] == "side")
+    assert len(side_row["tiles"]) == 2 + 2 and all(img is not None for _, img, _ in side_row["tiles"][1:])
