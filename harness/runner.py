@@ -24,11 +24,11 @@ from typing import Any
 
 from harness import provenance
 from harness.artifacts import ArtifactSource, ControlError
+from harness.budgets import auto_batch_size, budget_of
 from harness.cache import ArtifactCache
 from harness.channel import Channel
 from harness.config import SuiteError
 from harness.controls import run_controls
-from harness.decoding import Budget
 from harness.execution import execute_local
 from harness.metrics import provenance as metric_provenance
 from harness.planning import Plan, RunOptions, make_plan
@@ -60,33 +60,6 @@ def discard_results(out: Path) -> None:
     for name in ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "summary.csv", "summary.md"):
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / "cache", ignore_errors=True)
-
-
-def budget_of(opts: RunOptions) -> Budget:
-    suite = opts.suite
-    return Budget(
-        timeout_s=opts.timeout_s or suite.timeout_s,
-        timeout_factor=suite.timeout_factor,
-        wall_factor=suite.wall_factor,
-        memory_mb=suite.worker_memory_mb,
-    )
-
-
-def auto_batch_size(plan: Plan, cap: int = 32) -> int:
-    """Reconstructs per batch when ``--batch-size`` is not given: 1 on the CPU (batching buys nothing there and
-    cells are decoded item by item anyway); on CUDA, what 80 % of the free memory holds by the codec's own
-    per-item estimate (:meth:`Codec.batch_memory_bytes`) for the largest image, capped at ``cap``."""
-    cuda = [c for c in plan.codecs.values() if str(getattr(c.options, "device", "cpu")).startswith("cuda")]
-    if not cuda or not plan.chosen:
-        return 1
-    import torch
-
-    free, _ = torch.cuda.mem_get_info()
-    height, width = max(((e.height, e.width) for _, e, _ in plan.chosen), key=lambda hw: hw[0] * hw[1])
-    sizes = [c.batch_memory_bytes(height, width) for c in cuda]
-    if any(s is None for s in sizes):
-        return 1
-    return max(1, min(cap, int(0.8 * free // max(sizes))))
 
 
 def run(opts: RunOptions) -> RunResult:

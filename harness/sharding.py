@@ -99,13 +99,13 @@ class ShardResult:
 def run_shard(run_dir: str | Path, index: int) -> ShardResult:
     """One task: the cells of shard ``index`` that are in neither store yet, written to the shard's own store.
     Safe to run again (requeue after preemption): it resumes."""
+    from harness.budgets import auto_batch_size, budget_of
     from harness.cache import ArtifactCache
     from harness.channel import Channel
     from harness.controls import run_controls
     from harness.execution import execute_local
     from harness.planning import make_plan
     from harness.rundir import RunDirectory
-    from harness.runner import auto_batch_size, budget_of
     from harness.store import DecodeRecord, ResultStore
     from harness.workers import WorkerPool
 

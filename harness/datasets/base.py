@@ -33,19 +33,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+# defined below this module and decode.py (which imported each other for them); importable from here as before
+from harness.datasets.errors import DEFAULT_MAX_PIXELS, DatasetError
 from harness.hashing import key_of, pixels_sha256
 
 if TYPE_CHECKING:
     from harness.datasets.decode import Decoded
 
-#: Images above this many pixels are refused before decoding (about 8192 x 8192), unless a suite raises it.
-DEFAULT_MAX_PIXELS = 67_108_864
-
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
-
-
-class DatasetError(ValueError):
-    """A missing, changed or unreadable dataset or image (a user-facing, one-line error)."""
 
 
 def data_root() -> Path:

@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.datasets.base import DEFAULT_MAX_PIXELS, DatasetError
+from harness.datasets.errors import DEFAULT_MAX_PIXELS, DatasetError
 
 #: EXIF orientation -> what displaying it does to the stored pixels (the record's words).
 ORIENTATIONS = {
