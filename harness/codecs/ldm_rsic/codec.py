@@ -85,6 +85,14 @@ class Enhancer:
         t = x.reshape(3, rows, s, cols, s).transpose(1, 3, 0, 2, 4).reshape(rows * cols, 3, s, s)
         return np.ascontiguousarray(t), (rows, cols)
 
+    def start_noise(self, n_tiles: int, decode_seed: int):
+        """The sampler's start F_T (n_tiles x 16 x T, standard normal): the decoder's only random draw, on the CPU
+        from a generator seeded by ``decode_seed`` (the official code draws it from torch's global RNG)."""
+        import torch
+
+        gen = torch.Generator().manual_seed(int(decode_seed))
+        return torch.randn(self.s2.prior_shape(n_tiles), generator=gen)
+
     def __call__(
         self, x_tilde: np.ndarray, decode_seed: int, hook: LatentHook | None, timings: dict[str, float]
     ) -> np.ndarray:
@@ -108,8 +116,7 @@ class Enhancer:
                 _check_sane("cond_tokens", d.cpu().numpy())
                 timings["condition_s"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                gen = torch.Generator().manual_seed(int(decode_seed))
-                start = torch.randn(self.s2.prior_shape(len(tiles)), generator=gen).to(dev)  # F_T, seeded, on CPU
+                start = self.start_noise(len(tiles), decode_seed).to(dev)
                 with autocast:
                     prior = self.s2.diffusion.sample(d, start, self.steps).float()
                 if hook is not None:
@@ -350,7 +357,7 @@ class LDMRSIC(LearnedCodec):
         with torch.no_grad():
             x = elic.synthesis(torch.from_numpy(y_hat)).numpy()
         h, w = size if size is not None else x.shape[-2:]
-        x = np.round(x[:, :, :h, :w] * 255.0)
+        x = x_tilde_pixels(x[:, :, :h, :w])
         if hook is not None:
             x = np.asarray(hook("x_tilde", x.astype(np.float32)), np.float32)
             if not np.all(np.isfinite(x)):
@@ -373,6 +380,14 @@ class LDMRSIC(LearnedCodec):
             timings["entropy_decode_s"] = float(state["entropy_decode_s"])
         self.last_timings = timings
         return out
+
+
+def x_tilde_pixels(x_hat: np.ndarray) -> np.ndarray:
+    """ELIC's clamped output in [0, 1] -> the pixel values of the PNG the official pipeline stores between its two
+    stages (``torchvision.utils.save_image``: x * 255 + 0.5, clamped to [0, 255], truncated to uint8; float32
+    arithmetic), as float32. Not round-half-to-even: a value at exactly k + 0.5 goes up."""
+    x = np.asarray(x_hat, np.float32) * np.float32(255.0) + np.float32(0.5)
+    return np.floor(np.clip(x, 0.0, 255.0)).astype(np.float32)
 
 
 def _restore_masks(elic):

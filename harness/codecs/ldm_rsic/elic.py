@@ -1,24 +1,32 @@
-"""The ELIC compressor (brief §2.1, §3): analysis/synthesis transforms, hyperprior, and the checkerboard +
-channel-context entropy model over uneven channel slices, coded with compressai's rANS.
+"""The ELIC compressor of LDM-RSIC (``ELIC/Network.py`` of mlkk518/LDM-RSIC, ``TestModel(N=192, M=320)``):
+analysis/synthesis transforms, hyperprior, and the checkerboard + channel-context entropy model over uneven
+channel slices, coded with compressai's rANS.
 
 ::
 
     x (padded to x64) --g_a--> y (M x h x w) --h_a--> z (N x h/4 x w/4) --EntropyBottleneck--> z string
-    z_hat --h_s--> hyper (2M)      ; y split into slices g_0..g_4 (e.g. 16, 16, 32, 64, 192)
-    slice i:  cc_i = cc_transforms[i-1](y_hat_0 [, y_hat_{i-1}])      (slice 0 and the previous one only)
-              anchors:     (scales, means) = ParamAggregation[i](hyper, cc_i, 0)      -> string y.s{i}.a
+    z_hat --h_s--> hyper = [latent_means, latent_scales] (2M) ; y split into slices g_0..g_4 (16, 16, 32, 64, 192)
+    slice i:  cc_i = cc_transforms[i-1](y_hat_0 [, y_hat_{i-1}]) = [mean, scale]   (slice 0 and the previous one)
+              anchors:     (means, scales) = ParamAggregation[i]([0, cc_i, hyper])            -> string y.s{i}.a
               non-anchors: ctx = context_prediction[i](y_hat anchors)                (5x5 checkerboard mask)
-                           (scales, means) = ParamAggregation[i](hyper, cc_i, ctx)    -> string y.s{i}.n
+                           (means, scales) = ParamAggregation[i]([ctx, cc_i, hyper])          -> string y.s{i}.n
     y_hat --g_s--> x_tilde (clamped to [0, 1], cropped)
 
-Anchors are the positions with (row + col) odd (RDEIC's convention, shared helpers
-``harness.codecs.rdeic.compression.squeeze/unsqueeze``). Symbols are round(y - mean); y_hat = symbol + mean. The
-encoder and the decoder run the same ``_slices`` loop, so y_hat is bit-identical on both sides as long as both run
-on the CPU in float32 (the codec keeps this module there).
+As the official code computes it (checked stage by stage against the official implementation's outputs by
+``tests/test_parity_ldm_rsic.py``):
 
-Conventions the brief does not fix and that we chose (unverified against the official weights until they are
-available): the order of ParamAggregation's input (hyper, channel context, spatial context) and of its output
-(scales, means), the anchor parity, ReLU between every conv pair, and compressai's default scale table.
+- anchors are the positions with (row + col) even, i.e. (even, even) and (odd, odd); each row's anchors
+  (non-anchors) are packed to W/2 columns before coding (rows 0::2 take columns 0::2, rows 1::2 columns 1::2);
+- ParamAggregation's input is ``[spatial context (zeros for anchors), channel context (slices >= 1), hyper]``
+  and its output is read as ``(means, scales)``;
+- symbols are round(y - mean), y_hat = symbol + mean;
+- the z tables follow compressai **1.1.5**'s ``EntropyBottleneck.update`` (the version ``ELIC/requirements.txt``
+  pins), reproduced by :func:`update_entropy_bottleneck_115` because this project installs compressai 1.2.x,
+  whose rule gives different tables; the Gaussian tables (``update_scale_table`` of the default 64-scale table,
+  as ``updata.py``) are the same in both versions.
+
+The encoder and the decoder run the same ``_slices`` loop, so y_hat is bit-identical on both sides as long as
+both run on the CPU in float32 (the codec keeps this module there).
 """
 
 from __future__ import annotations
@@ -32,7 +40,63 @@ from harness.codecs.ldm_rsic.config import ELICConfig
 
 # shared with RDEIC (imported, not copied): compressai's default 64-entry scale table exp(linspace(ln 0.11, ln 256,
 # 64)), which the official updata.py uses too, and the checkerboard squeeze / unsqueeze of anchor positions
-from harness.codecs.rdeic.compression import scale_table, squeeze, unsqueeze
+from harness.codecs.rdeic import compression as _rdeic
+from harness.codecs.rdeic.compression import scale_table
+
+#: (row + col) % 2 of the anchors: official ELIC codes (even, even) and (odd, odd) first (RDEIC's parity is 1).
+ANCHOR_PARITY = 0
+
+
+def squeeze(x: torch.Tensor, anchor: bool) -> torch.Tensor:
+    """B x C x H x W -> B x C x H x W/2: ELIC's anchor (or non-anchor) positions of each row, packed."""
+    return _rdeic.squeeze(x, anchor, ANCHOR_PARITY)
+
+
+def unsqueeze(x: torch.Tensor, anchor: bool) -> torch.Tensor:
+    """The inverse of :func:`squeeze`: B x C x H x W/2 -> B x C x H x W, zeros at the other positions."""
+    return _rdeic.unsqueeze(x, anchor, ANCHOR_PARITY)
+
+
+def anchor_mask(h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
+    """1 x 1 x h x w bool, True at ELIC's anchor positions ((row + col) % 2 == ANCHOR_PARITY)."""
+    rows = torch.arange(h, device=device)[:, None]
+    cols = torch.arange(w, device=device)[None, :]
+    return ((rows + cols) % 2 == ANCHOR_PARITY)[None, None]
+
+
+@torch.no_grad()
+def update_entropy_bottleneck_115(eb: nn.Module) -> None:
+    """Build ``eb``'s CDF tables (``_offset``, ``_quantized_cdf``, ``_cdf_length``) by the rule of compressai
+    1.1.5's ``EntropyBottleneck.update(force=True)`` (compressai/entropy_models/entropy_models.py at tag v1.1.5),
+    the version the official ELIC pins (``ELIC/requirements.txt``).
+
+    Why not ``eb.update()``: compressai >= 1.2 takes the probability of each integer bin as
+    sigmoid(upper) - sigmoid(lower) of the cumulative logits; 1.1.5 first flips both logits by
+    s = -sign(lower + upper) and takes |sigmoid(s * upper) - sigmoid(s * lower)|, which is the same number in
+    exact arithmetic but not in float32 (in the far tails sigmoid saturates differently), and the quantised CDF
+    differs in a few entries: then the official z string decodes to garbage with our tables and vice versa.
+
+    The rule: medians m = quantiles[:, 0, 1]; minima = max(ceil(m - quantiles[:, 0, 0]), 0); maxima =
+    max(ceil(quantiles[:, 0, 2] - m), 0); samples = arange(max_len) + (m - minima); lower / upper = the cumulative
+    logits at samples -/+ 0.5; pmf as above; tail mass = sigmoid(lower[first]) + sigmoid(-upper[last]);
+    ``pmf_to_quantized_cdf`` (compressai's C++ extension, 16-bit precision, unchanged between the versions);
+    ``_offset = -minima``; ``_cdf_length = pmf_length + 2``."""
+    q = eb.quantiles
+    medians = q[:, 0, 1]
+    minima = torch.clamp(torch.ceil(medians - q[:, 0, 0]).int(), min=0)
+    maxima = torch.clamp(torch.ceil(q[:, 0, 2] - medians).int(), min=0)
+    pmf_start = medians - minima
+    pmf_length = maxima + minima + 1
+    max_length = int(pmf_length.max().item())
+    samples = torch.arange(max_length, device=q.device)[None, :] + pmf_start[:, None, None]
+    lower = eb._logits_cumulative(samples - 0.5, stop_gradient=True)
+    upper = eb._logits_cumulative(samples + 0.5, stop_gradient=True)
+    flip = -torch.sign(lower + upper)
+    pmf = torch.abs(torch.sigmoid(flip * upper) - torch.sigmoid(flip * lower))[:, 0, :]
+    tail_mass = torch.sigmoid(lower[:, 0, :1]) + torch.sigmoid(-upper[:, 0, -1:])
+    eb._offset = -minima
+    eb._quantized_cdf = eb._pmf_to_cdf(pmf, tail_mass, pmf_length, max_length)
+    eb._cdf_length = pmf_length + 2
 
 #: ``symbols_fn(slice, anchor, scales_sq, means_sq) -> int symbols`` of the squeezed (B x C x h x w/2) positions.
 SymbolsFn = Callable[[int, bool, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -117,8 +181,11 @@ class ELIC(nn.Module):
 
     # -- entropy tables -------------------------------------------------------------------------------------
     def update(self, force: bool = True) -> None:
-        """Rebuild every CDF table (what the official ``updata.py`` does after training)."""
-        self.entropy_bottleneck.update(force=force)
+        """Rebuild every CDF table (what the official ``updata.py`` does after training), the z tables by
+        compressai 1.1.5's rule (:func:`update_entropy_bottleneck_115`). ``force = False`` keeps tables that
+        are already built."""
+        if force or self.entropy_bottleneck._offset.numel() == 0:
+            update_entropy_bottleneck_115(self.entropy_bottleneck)
         self.gaussian_conditional.update_scale_table(scale_table(), force=force)
         self._tables_cache = None
 
@@ -157,35 +224,68 @@ class ELIC(nn.Module):
         return cache
 
     # -- the slice loop shared by encoder, decoder and re-dequantisation --------------------------------------
+    def channel_context(self, i: int, done: list[torch.Tensor]) -> torch.Tensor | None:
+        """cc_transforms[i-1] of the decoded slices 0 (and i-1): B x 2 g_i x h x w as [mean, scale]; None for
+        slice 0 (it has no channel context)."""
+        if i == 0:
+            return None
+        support = done[0] if i == 1 else torch.cat([done[0], done[i - 1]], dim=1)
+        return self.cc_transforms[i - 1](support)
+
+    def entropy_parameters(
+        self, i: int, ctx: torch.Tensor, cc: torch.Tensor | None, hyper: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ParamAggregation[i] of ``[ctx, cc, hyper]`` (the official input order: spatial context, channel context
+        when i >= 1, hyperprior) -> (means, scales), each B x g_i x h x w. ``ctx`` is zeros for the anchors."""
+        parts = [ctx] if cc is None else [ctx, cc]
+        means, scales = self.ParamAggregation[i](torch.cat([*parts, hyper], dim=1)).chunk(2, dim=1)
+        return means, scales
+
     def _slices(self, hyper: torch.Tensor, symbols_fn: SymbolsFn) -> torch.Tensor:
         gc = self.gaussian_conditional
         groups = self.cfg.groups
         done: list[torch.Tensor] = []
         for i, c in enumerate(groups):
-            base = [hyper]
-            if i:
-                support = done[0] if i == 1 else torch.cat([done[0], done[i - 1]], dim=1)
-                base.append(self.cc_transforms[i - 1](support))
+            cc = self.channel_context(i, done)
             b, _, h, w = hyper.shape
-            zeros = hyper.new_zeros(b, 2 * c, h, w)
-            scales, means = self.ParamAggregation[i](torch.cat([*base, zeros], dim=1)).chunk(2, dim=1)
+            means, scales = self.entropy_parameters(i, hyper.new_zeros(b, 2 * c, h, w), cc, hyper)
             m_sq = squeeze(means, True)
             q = symbols_fn(i, True, squeeze(scales, True), m_sq)
             y_anchor = unsqueeze(gc.dequantize(q, m_sq), True)
             ctx = self.context_prediction[i](y_anchor)
-            scales, means = self.ParamAggregation[i](torch.cat([*base, ctx], dim=1)).chunk(2, dim=1)
+            means, scales = self.entropy_parameters(i, ctx, cc, hyper)
             m_sq = squeeze(means, False)
             q = symbols_fn(i, False, squeeze(scales, False), m_sq)
             done.append(y_anchor + unsqueeze(gc.dequantize(q, m_sq), False))
         return torch.cat(done, dim=1)
+
+    def encode_symbols(self, symbols: torch.Tensor, indexes: torch.Tensor) -> bytes:
+        """One rANS string of integer ``symbols`` under the Gaussian tables ``indexes`` (same shape), as the
+        official ``gaussian_conditional.compress`` codes them (batch 1)."""
+        from compressai.ans import RansEncoder
+
+        cdf, lengths, offsets = self._tables()
+        return RansEncoder().encode_with_indexes(
+            symbols.reshape(-1).int().tolist(), indexes.reshape(-1).int().tolist(), cdf, lengths, offsets
+        )
+
+    def decode_symbols(self, string: bytes, indexes: torch.Tensor) -> torch.Tensor:
+        """The mirror of :meth:`encode_symbols`: int32 symbols of ``indexes``' shape. The string is zero-padded
+        (8 bytes per symbol + 1 KiB): compressai's rANS decoder reads past the end of a string it does not
+        expect to end (a corrupted one); the padding keeps such a read deterministic and inside our buffer, as
+        RDEIC's decoder does. A clean decode never reads the padding."""
+        from compressai.ans import RansDecoder
+
+        cdf, lengths, offsets = self._tables()
+        idx = indexes.reshape(-1).int().tolist()
+        values = RansDecoder().decode_with_indexes(string + bytes(8 * len(idx) + 1024), idx, cdf, lengths, offsets)
+        return torch.tensor(values, dtype=torch.int32).reshape(indexes.shape)
 
     # -- coding ---------------------------------------------------------------------------------------------
     @torch.no_grad()
     def compress(self, x: torch.Tensor) -> tuple[list[bytes], torch.Tensor, torch.Tensor]:
         """x: 1 x 3 x H x W in [0, 1], H and W multiples of 64 -> (11 strings: z, then y.s{i}.a / y.s{i}.n per
         slice; z_hat; y_hat). z_hat is the decoded one, so the y parameters are the decoder's."""
-        from compressai.ans import RansEncoder
-
         if x.shape[0] != 1:
             raise ValueError("one image per stream (batch 1)")
         y = self.g_a(x)
@@ -193,18 +293,12 @@ class ELIC(nn.Module):
         z_string = self.entropy_bottleneck.compress(z)[0]
         z_hat = self.entropy_bottleneck.decompress([z_string], z.shape[-2:])
         gc = self.gaussian_conditional
-        cdf, lengths, offsets = self._tables()
         y_slices = y.split(list(self.cfg.groups), dim=1)
         strings: list[bytes] = [z_string]
 
         def symbols(i: int, anchor: bool, scales_sq: torch.Tensor, means_sq: torch.Tensor) -> torch.Tensor:
             q = gc.quantize(squeeze(y_slices[i], anchor), "symbols", means_sq)
-            idx = gc.build_indexes(scales_sq)
-            strings.append(
-                RansEncoder().encode_with_indexes(
-                    q.reshape(-1).int().tolist(), idx.reshape(-1).int().tolist(), cdf, lengths, offsets
-                )
-            )
+            strings.append(self.encode_symbols(q, gc.build_indexes(scales_sq)))
             return q
 
         y_hat = self._slices(self.h_s(z_hat), symbols)
@@ -212,29 +306,19 @@ class ELIC(nn.Module):
 
     @torch.no_grad()
     def decode_z(self, z_string: bytes, z_shape: tuple[int, int]) -> torch.Tensor:
-        """The mirror of the z part of ``compress``; the string is zero-padded (see ``decode_y``)."""
+        """The mirror of the z part of ``compress``; the string is zero-padded (see ``decode_symbols``)."""
         n_symbols = self.cfg.N * z_shape[0] * z_shape[1]
         return self.entropy_bottleneck.decompress([z_string + bytes(8 * n_symbols + 1024)], z_shape)
 
     @torch.no_grad()
     def decode_y(self, y_strings: list[bytes], z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """10 y strings + z_hat -> (y_hat float32, symbols int32), both 1 x M x h x w.
-
-        compressai's rANS decoder reads past the end of a string it does not expect to end (a corrupted one);
-        every string is zero-padded (8 bytes per symbol + 1 KiB) so that such a read is deterministic and stays
-        inside our buffer, as RDEIC's decoder does. A clean decode never reads the padding."""
-        from compressai.ans import RansDecoder
-
+        """10 y strings + z_hat -> (y_hat float32, symbols int32), both 1 x M x h x w."""
         gc = self.gaussian_conditional
-        cdf, lengths, offsets = self._tables()
         it = iter(y_strings)
         parts: list[list[torch.Tensor]] = [[] for _ in self.cfg.groups]
 
         def symbols(i: int, anchor: bool, scales_sq: torch.Tensor, means_sq: torch.Tensor) -> torch.Tensor:
-            idx = gc.build_indexes(scales_sq).reshape(-1).int().tolist()
-            padded = next(it) + bytes(8 * len(idx) + 1024)
-            values = RansDecoder().decode_with_indexes(padded, idx, cdf, lengths, offsets)
-            q = torch.tensor(values, dtype=torch.int32).reshape(scales_sq.shape)
+            q = self.decode_symbols(next(it), gc.build_indexes(scales_sq))
             parts[i].append(unsqueeze(q, anchor))
             return q
 
@@ -269,21 +353,15 @@ class ELIC(nn.Module):
         z_hat = _ste_round(z - medians) + medians
         hyper = self.h_s(z_hat)
         b, _, h, w = y.shape
-        rows = torch.arange(h, device=y.device)[:, None]
-        cols = torch.arange(w, device=y.device)[None, :]
-        anchor = ((rows + cols) % 2 == 1)[None, None]
+        anchor = anchor_mask(h, w, y.device)
         done: list[torch.Tensor] = []
         bits = -torch.log2(z_lik).sum()
         for i, (c, y_i) in enumerate(zip(self.cfg.groups, y.split(list(self.cfg.groups), dim=1), strict=True)):
-            base = [hyper]
-            if i:
-                support = done[0] if i == 1 else torch.cat([done[0], done[i - 1]], dim=1)
-                base.append(self.cc_transforms[i - 1](support))
-            zeros = hyper.new_zeros(b, 2 * c, h, w)
-            s_a, m_a = self.ParamAggregation[i](torch.cat([*base, zeros], dim=1)).chunk(2, dim=1)
+            cc = self.channel_context(i, done)
+            m_a, s_a = self.entropy_parameters(i, hyper.new_zeros(b, 2 * c, h, w), cc, hyper)
             y_a = torch.where(anchor, _ste_round(y_i - m_a) + m_a, torch.zeros_like(y_i))
             ctx = self.context_prediction[i](y_a)
-            s_n, m_n = self.ParamAggregation[i](torch.cat([*base, ctx], dim=1)).chunk(2, dim=1)
+            m_n, s_n = self.entropy_parameters(i, ctx, cc, hyper)
             y_hat_i = torch.where(anchor, y_a, _ste_round(y_i - m_n) + m_n)
             _, lik = gc(y_i, torch.where(anchor, s_a, s_n), torch.where(anchor, m_a, m_n))
             bits = bits - torch.log2(lik).sum()

@@ -12,9 +12,10 @@
 
 DFAM (``HIM_block``, only at the latent level; every other level's ``him`` is built for the key set and never
 called): F_hat -> T x 4 x 4 -> K x (conv3x3 -> PixelShuffle 2) -> T x S/8 x S/8; concatenated with LN(M), channel
-attention (avg and max pool, shared MLP, sigmoid), 1x1 conv, + M; then LN -> FiLM (x * Linear(mean F_hat) +
-Linear(mean F_hat)) -> GDFN gate -> + residual. The HIM cross-attention projections, the TBs' FiLM linears and
-``refinement`` are dead weights of the official file: built and loaded, never used.
+attention (avg and max pool through a shared MLP ending in a sigmoid, the two weights added), 1x1 conv, + M; then
+LN -> FiLM (x * Linear(mean F_hat) + Linear(mean F_hat)) -> GDFN gate -> + residual. The HIM cross-attention
+projections, the TBs' FiLM linears and ``refinement`` are dead weights of the official file: built and loaded,
+never used.
 
 Sampler (``ldm/ddpm.py`` behaviour, not the paper's equations, brief §4): x0-parameterisation, each step returns
 the posterior mean only (no noise added), so the only randomness is the seeded start F_T. ``steps < T`` uses a
@@ -129,14 +130,21 @@ class _Downsample(nn.Module):
 
 
 class ChannelAttention(nn.Module):
+    """The DFAM's channel attention as the official ``ChannelAttention``: the shared MLP ends in a sigmoid, and
+    the weights are sigmoid(fc(avg)) + sigmoid(fc(max)) (each in (0, 1), their sum in (0, 2)), not the CBAM
+    form sigmoid(fc(avg) + fc(max))."""
+
     def __init__(self, ch: int, reduction: int) -> None:
         super().__init__()
         self.fc = nn.Sequential(
-            nn.Linear(ch, ch // reduction, bias=False), nn.ReLU(), nn.Linear(ch // reduction, ch, bias=False)
+            nn.Linear(ch, ch // reduction, bias=False),
+            nn.ReLU(),
+            nn.Linear(ch // reduction, ch, bias=False),
+            nn.Sigmoid(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = torch.sigmoid(self.fc(x.mean(dim=(2, 3))) + self.fc(x.amax(dim=(2, 3))))
+        w = self.fc(x.mean(dim=(2, 3))) + self.fc(x.amax(dim=(2, 3)))
         return x * w[:, :, None, None]
 
 
@@ -156,7 +164,7 @@ class DFAMAttention(nn.Module):
         if dfam:
             t = cfg.token_dim
             self.UpSampling = nn.ModuleList(_Upsample(t, 4 * t) for _ in range(cfg.upsamplings))
-            self.conv_cat = nn.Conv2d(dim + t, dim, 1, bias=False)
+            self.conv_cat = nn.Conv2d(dim + t, dim, 1, bias=cfg.bias)
             self.channel_attention = ChannelAttention(dim + t, cfg.ca_reduction)
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
@@ -300,17 +308,19 @@ class _ResMLP(nn.Module):
 
 
 class Denoiser(nn.Module):
-    """MLP over the 16 tokens: [D, t/40, F_t] (2T + 1 wide) -> T -> n x (Linear + LReLU) -> x0 prediction."""
+    """MLP over the 16 tokens: [D, t / max_period, F_t] (2T + 1 wide) -> T -> n x (Linear + LReLU) -> x0
+    prediction; max_period = 10 x timesteps (40 for the official 4 steps), as the official ``denoise``."""
 
     def __init__(self, cfg: MENConfig) -> None:
         super().__init__()
         t = cfg.token_dim
+        self.max_period = 10 * cfg.timesteps
         self.resmlp = nn.Sequential(
             nn.Linear(2 * t + 1, t), nn.LeakyReLU(0.1), *[_ResMLP(t) for _ in range(cfg.n_denoise_res)]
         )
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        tt = (t.float() / 40.0).reshape(-1, 1, 1).expand(x_t.shape[0], x_t.shape[1], 1)
+        tt = (t.float() / self.max_period).reshape(-1, 1, 1).expand(x_t.shape[0], x_t.shape[1], 1)
         return self.resmlp(torch.cat([cond, tt, x_t], dim=2))
 
 
@@ -351,6 +361,10 @@ class Diffusion(nn.Module):
         for k, v in schedule(cfg).items():
             self.register_buffer(k, v)
 
+    def posterior_mean(self, x0: torch.Tensor, x_t: torch.Tensor, t: int) -> torch.Tensor:
+        """The official ``p_sample`` output: coef1[t] x0 + coef2[t] x_t (no clamp, no noise added)."""
+        return self.posterior_mean_coef1[t] * x0 + self.posterior_mean_coef2[t] * x_t
+
     def q_sample(self, x0: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
         return self.sqrt_alphas_cumprod[t] * x0 + self.sqrt_one_minus_alphas_cumprod[t] * noise
 
@@ -363,7 +377,7 @@ class Diffusion(nn.Module):
             for t in reversed(range(self.timesteps)):
                 tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
                 x0 = self.model(x, tt, cond)
-                x = self.posterior_mean_coef1[t] * x0 + self.posterior_mean_coef2[t] * x
+                x = self.posterior_mean(x0, x, t)
             return x
         times = sorted({round(v) for v in np.linspace(self.timesteps - 1, 0, steps)}, reverse=True)
         for j, t in enumerate(times):

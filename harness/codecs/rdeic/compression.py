@@ -149,21 +149,34 @@ def anchor_mask(h: int, w: int, device: torch.device | None = None) -> torch.Ten
     return ((r + c) % 2 == 1)[None, None]
 
 
-def squeeze(x: torch.Tensor, anchor: bool) -> torch.Tensor:
-    """B x C x H x W -> B x C x H x W/2: anchors take odd columns on even rows, even columns on odd rows."""
+def squeeze(x: torch.Tensor, anchor: bool, anchor_parity: int = 1) -> torch.Tensor:
+    """B x C x H x W -> B x C x H x W/2: the anchor (or non-anchor) positions of each row, packed.
+
+    ``anchor_parity`` is (row + col) % 2 of the anchors: 1 for RDEIC (anchors at odd columns on even rows, even
+    columns on odd rows, as its official code), 0 for ELIC (anchors at (even, even) and (odd, odd), as
+    ``ELIC/Network.py`` of LDM-RSIC); non-anchors are the other parity."""
     out = x.new_zeros(x.shape[0], x.shape[1], x.shape[2], x.shape[3] // 2)
-    first, second = (1, 0) if anchor else (0, 1)
+    first, second = _columns(anchor, anchor_parity)
     out[:, :, 0::2] = x[:, :, 0::2, first::2]
     out[:, :, 1::2] = x[:, :, 1::2, second::2]
     return out
 
 
-def unsqueeze(x: torch.Tensor, anchor: bool) -> torch.Tensor:
+def unsqueeze(x: torch.Tensor, anchor: bool, anchor_parity: int = 1) -> torch.Tensor:
+    """The inverse of :func:`squeeze` (zeros at the other parity's positions)."""
     out = x.new_zeros(x.shape[0], x.shape[1], x.shape[2], x.shape[3] * 2)
-    first, second = (1, 0) if anchor else (0, 1)
+    first, second = _columns(anchor, anchor_parity)
     out[:, :, 0::2, first::2] = x[:, :, 0::2]
     out[:, :, 1::2, second::2] = x[:, :, 1::2]
     return out
+
+
+def _columns(anchor: bool, anchor_parity: int) -> tuple[int, int]:
+    """(first column on even rows, first column on odd rows) of the positions with (row + col) % 2 == parity."""
+    if anchor_parity not in (0, 1):
+        raise ValueError(f"anchor_parity must be 0 or 1, got {anchor_parity!r}")
+    parity = anchor_parity if anchor else 1 - anchor_parity
+    return parity, 1 - parity
 
 
 #: ``symbols_fn(slice, anchor, scales_sq, means_sq) -> int symbols`` (same squeezed shape).
