@@ -10,7 +10,10 @@ A plugin declares where it acts:
   latent cell), so relative units (× the clean latent's std) are measured on it.
 
 Parameters are a frozen dataclass with units in the field names; every draw comes from the ``rng`` the
-harness derives from the cell key (never a global RNG).
+harness derives from the cell key (never a global RNG). Each plugin declares its parameters' units once, in
+:attr:`Corruption.units` (a unit that depends on another parameter, e.g. ``latent_gaussian``'s ``unit = "rel"``,
+overrides :meth:`Corruption.unit_of`): tables, figure axes and the headline read them from there, never from a
+parameter's name (``sigma`` is 8-bit levels for ``side_noise`` and latent units for ``latent_gaussian``).
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ class ChannelResult:
 class Corruption(ABC):
     name: ClassVar[str]
     acts_on: ClassVar[Literal["bitstream", "latent"]]
+    #: The unit of each numeric parameter, in words ("flip probability per bit", "8-bit code values"); a
+    #: parameter left out is a plain number.
+    units: ClassVar[dict[str, str]] = {}
 
     @dataclass(frozen=True)
     class Params:
@@ -63,6 +69,12 @@ class Corruption(ABC):
     def label(self) -> str:
         """Short human label of the level, e.g. ``ber=0.001``."""
         return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.config().items())
+
+    @classmethod
+    def unit_of(cls, param: str, params: dict[str, Any] | None = None) -> str:
+        """The unit of ``param`` at the level ``params`` (the recorded parameters of a cell); "" when it has none.
+        Reports label tables and axes with it."""
+        return cls.units.get(param, "")
 
     @classmethod
     @abstractmethod

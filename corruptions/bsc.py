@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from corruptions.base import BitstreamCorruption, CorruptionError
 
 class BinarySymmetricChannel(BitstreamCorruption):
     name = "bsc"
+    units: ClassVar[dict[str, str]] = {"ber": "flip probability per bit"}
 
     @dataclass(frozen=True)
     class Params:

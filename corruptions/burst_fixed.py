@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from corruptions.base import BitstreamCorruption, CorruptionError
 
 class PublishedFixedBursts(BitstreamCorruption):
     name = "burst_fixed"
+    units: ClassVar[dict[str, str]] = {"ber": "fraction of bits flipped (fixed count)", "mean_burst_bits": "bits"}
 
     @dataclass(frozen=True)
     class Params:
@@ -70,6 +71,7 @@ class PublishedFixedFlips(PublishedFixedBursts):
     failures of JPEG2000 at 0.1 % in that audit). Named on its own so neither is mistaken for the other."""
 
     name = "fixed_flips"
+    units: ClassVar[dict[str, str]] = {"ber": "fraction of bits flipped (fixed count)"}
 
     @dataclass(frozen=True)
     class Params:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -26,6 +26,12 @@ from corruptions.base import BitstreamCorruption, CorruptionError
 
 class GilbertElliott(BitstreamCorruption):
     name = "burst"
+    units: ClassVar[dict[str, str]] = {
+        "ber": "long-run flip probability per bit",
+        "mean_burst_bits": "bits",
+        "burst_density": "flip probability per bit inside a burst",
+        "good_state_ber": "flip probability per bit outside bursts",
+    }
 
     @dataclass(frozen=True)
     class Params:

@@ -14,7 +14,7 @@ same cell gives the same noise on any device.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -44,6 +44,19 @@ def _channel_axes(x: np.ndarray) -> tuple[int, ...]:
 
 class LatentGaussian(LatentCorruption):
     name = "latent_gaussian"
+    units: ClassVar[dict[str, str]] = {
+        "sigma": "latent units",
+        "clamp_min": "latent units",
+        "clamp_max": "latent units",
+    }
+
+    @classmethod
+    def unit_of(cls, param: str, params: dict[str, Any] | None = None) -> str:
+        """``sigma`` is in latent units only with ``unit = "abs"``; by default (``"rel"``) it is a multiple of the
+        clean latent's per-channel standard deviation."""
+        if param == "sigma" and (params or {}).get("unit", "rel") == "rel":
+            return "× the clean latent's per-channel std"
+        return super().unit_of(param, params)
 
     @dataclass(frozen=True)
     class Params:
@@ -80,6 +93,7 @@ class LatentGaussian(LatentCorruption):
 
 class MaskReplace(LatentCorruption):
     name = "mask_replace"
+    units: ClassVar[dict[str, str]] = {"fraction": "share of latent elements replaced"}
 
     @dataclass(frozen=True)
     class Params:

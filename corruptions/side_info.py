@@ -175,6 +175,7 @@ def _probability(name: str, value: Any) -> None:
 # -- pixel-level degradations -----------------------------------------------------------------------------------
 class SideNoise(SideInfoCorruption):
     name = "side_noise"
+    units: ClassVar[dict[str, str]] = {"sigma": "8-bit code values"}
 
     @dataclass(frozen=True)
     class Params:
@@ -209,6 +210,7 @@ def gaussian_blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
 
 class SideBlur(SideInfoCorruption):
     name = "side_blur"
+    units: ClassVar[dict[str, str]] = {"sigma_px": "side-image pixels"}
 
     @dataclass(frozen=True)
     class Params:
@@ -244,6 +246,8 @@ def _jpeg_bytes(image: np.ndarray, quality: int) -> bytes:
 
 class _SideAtRate(SideInfoCorruption):
     """The side view as a real decoder would hold it: compressed by an image codec to ``bpp``."""
+
+    units: ClassVar[dict[str, str]] = {"bpp": "bits per side-image pixel"}
 
     @dataclass(frozen=True)
     class Params:
@@ -294,6 +298,7 @@ class SideJPEG2000(_SideAtRate):
 
 class SideDownscale(SideInfoCorruption):
     name = "side_downscale"
+    units: ClassVar[dict[str, str]] = {"factor": "× linear downscale"}
 
     @dataclass(frozen=True)
     class Params:
@@ -335,6 +340,7 @@ def _sample(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
 
 class SideShift(SideInfoCorruption):
     name = "side_shift"
+    units: ClassVar[dict[str, str]] = {"dx_px": "side-image pixels"}
 
     @dataclass(frozen=True)
     class Params:
@@ -356,6 +362,7 @@ class SideShift(SideInfoCorruption):
 
 class SideRectify(SideInfoCorruption):
     name = "side_rectify"
+    units: ClassVar[dict[str, str]] = {"dy_px": "side-image pixels", "rotate_deg": "degrees"}
 
     @dataclass(frozen=True)
     class Params:
@@ -386,6 +393,7 @@ class SideRectify(SideInfoCorruption):
 
 class SideOcclusion(SideInfoCorruption):
     name = "side_occlusion"
+    units: ClassVar[dict[str, str]] = {"fraction": "share of side-image pixels covered"}
 
     @dataclass(frozen=True)
     class Params:
@@ -421,6 +429,7 @@ class SideOcclusion(SideInfoCorruption):
 
 class SidePhotometric(SideInfoCorruption):
     name = "side_photometric"
+    units: ClassVar[dict[str, str]] = {"gain": "× intensity", "offset": "8-bit code values", "gamma": "exponent"}
 
     @dataclass(frozen=True)
     class Params:
@@ -449,6 +458,7 @@ class SidePhotometric(SideInfoCorruption):
 # -- degradations that need the context -------------------------------------------------------------------------
 class SideTemporal(SideInfoCorruption):
     name = "side_temporal"
+    units: ClassVar[dict[str, str]] = {"frames": "frames"}
     needs = ("neighbour",)
 
     @dataclass(frozen=True)
@@ -475,6 +485,7 @@ class SideTemporal(SideInfoCorruption):
 
 class SideWrongPair(SideInfoCorruption):
     name = "side_wrong_pair"
+    units: ClassVar[dict[str, str]] = {"probability": "chance per cell"}
     needs = ("other_scene",)
 
     @dataclass(frozen=True)
@@ -497,6 +508,7 @@ class SideWrongPair(SideInfoCorruption):
 
 class SideMissing(SideInfoCorruption):
     name = "side_missing"
+    units: ClassVar[dict[str, str]] = {"probability": "chance per cell"}
 
     @dataclass(frozen=True)
     class Params:

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from harness.status import ALL_STATUSES
-from reports.tables import level_axis, metric_unit, varying_label
+from reports.tables import axis_label, level_axis, metric_unit, varying_label
 
 STATUS_COLOURS = {
     "ok": "#4c9f70",
@@ -56,13 +56,6 @@ STYLES = [("-", "o"), ("--", "s"), ("-.", "^"), ((0, (5, 1)), "D"), ((0, (3, 1, 
 LOSSLESS_MARKER = "$\\infty$"
 #: The clean decode's level in the quality figure (thin, dotted, no marker: never one of :data:`STYLES`).
 CLEAN_STYLE = {"ls": ":", "lw": 1.0, "alpha": 0.7}
-
-AXIS_LABELS = {
-    "ber": "BER (flip probability per bit)",
-    "sigma": "σ (latent units)",
-    "sigma_rel": "σ (× the clean latent's std)",
-    "fraction": "fraction of latent elements replaced",
-}
 
 
 def codec_colours(labels: Iterable[str]) -> dict[str, str]:
@@ -114,7 +107,8 @@ def _styles(panels: Iterable[pd.DataFrame], keys: list[str]) -> dict[str, tuple]
 def _short_labels(g: pd.DataFrame) -> list[str]:
     """Level labels naming only the parameters that vary within ``g`` (one per line)."""
     params = [json.loads(p) for p in g["params"]]
-    varying = [k for k in params[0] if len({json.dumps(p.get(k)) for p in params}) > 1] or list(params[0])[:1]
+    # a single level is named by its plotted parameter (sigma=0.1), never by the first key (clamp_max=None)
+    varying = [k for k in params[0] if len({json.dumps(p.get(k)) for p in params}) > 1] or [level_axis(params[0])]
     return [
         "\n".join(f"{k}={p.get(k):g}" if isinstance(p.get(k), float) else f"{k}={p.get(k)}" for k in varying)
         for p in params
@@ -158,7 +152,8 @@ def _panels(n: int) -> tuple[plt.Figure, list[plt.Axes]]:
     return fig, flat[:n]
 
 
-def _finish_x(ax: plt.Axes, log: bool, zero_at: float | None, axis_name: str, levels: pd.Series) -> None:
+def _finish_x(ax: plt.Axes, log: bool, zero_at: float | None, name: str, levels: pd.Series) -> None:
+    """Ticks at the levels, and the x label ``name`` (the parameter with the unit its corruption declares)."""
     if log:
         ax.set_xscale("log")
         ticks = sorted({float(v) for v in levels if v > 0})
@@ -171,7 +166,6 @@ def _finish_x(ax: plt.Axes, log: bool, zero_at: float | None, axis_name: str, le
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
             label.set_rotation_mode("anchor")
-    name = AXIS_LABELS.get(axis_name, axis_name)
     ax.set_xlabel(name + (" (log axis; 0 drawn at left)" if log and zero_at else ""), fontsize=9)
     ax.grid(alpha=0.3)
 
@@ -243,7 +237,7 @@ def failure_rate(
             label = codec + (f" [{variant}]" if variant else "")
             ax.plot(x, 100 * c["failure_rate"], marker=marker, ls=ls, color=colour, label=label)
             ax.fill_between(x, 100 * c["failure_ci_low"], 100 * c["failure_ci_high"], alpha=0.15, color=colour)
-        _finish_x(ax, log, zero_at, axis_name, g["level_value"])
+        _finish_x(ax, log, zero_at, axis_label(str(corruption), g["params"].iloc[0]), g["level_value"])
         ax.set_ylim(-2, 102)
         ax.set_ylabel("failure rate (%, Wilson 95% band)", fontsize=9)
         ax.set_title(f"{corruption}, scope {scope}", fontsize=10)
@@ -318,7 +312,7 @@ def quality(
                 transform=ax.get_xaxis_transform(),
                 clip_on=False,
             )
-        _finish_x(ax, log, zero_at, axis_name, g["level_value"])
+        _finish_x(ax, log, zero_at, axis_label(str(corruption), g["params"].iloc[0]), g["level_value"])
         unit = metric_unit(m)
         ax.set_ylabel(f"{m}{f' ({unit})' if unit else ''}, mean over ok decodes", fontsize=9)
         ax.set_title(f"{m}: {corruption}, scope {scope}", fontsize=10)

@@ -62,12 +62,16 @@ class Redecoder:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def codec(self, row: dict[str, Any]) -> Any:
+    def codec(self, row: dict[str, Any]) -> tuple[Any, bool]:
         """The codec the run used, rebuilt from the registry name and options the suite gave (a preset stays a
-        preset, weight paths included); None when that no longer gives the stored fingerprint."""
+        preset, weight paths included), and whether it still has the stored fingerprint. None when it cannot be
+        built at all. A fingerprint that differs does not hide a tile by itself: :meth:`decode` shows the decode
+        when its pixels hash to what the run recorded (the fingerprint also covers library versions, thread
+        counts and code versions that need not change a given decode)."""
         fp = row["codec_fingerprint"]
         if fp not in self._codecs:
-            self._codecs[fp] = rebuild_codec(row)
+            codec = build_codec(row)
+            self._codecs[fp] = (codec, codec is not None and _fingerprint_of(codec, row) == fp)
         return self._codecs[fp]
 
     def clean(self, row: dict[str, Any]) -> np.ndarray | None:
@@ -76,9 +80,9 @@ class Redecoder:
     def decode(self, row: dict[str, Any]) -> Redecoded:
         if _fec_of(row):
             return Redecoded(None, "FEC cell: not re-decoded")
-        codec = self.codec(row)
+        codec, exact = self.codec(row)
         if codec is None:
-            return Redecoded(None, "codec code or libraries changed since the run")
+            return Redecoded(None, f"codec {row.get('codec_name') or row['codec']!r} cannot be built now")
         encoded = self.cache.load_encoded(_encode_key(row))
         if encoded is None:
             return Redecoded(None, "encoded stream not in the run's cache")
@@ -116,24 +120,36 @@ class Redecoder:
             return Redecoded(None, f"exception: {type(exc).__name__}")
         image = np.ascontiguousarray(image[: size[0], : size[1]])
         recorded = self.store.decode(row["decode_key"])
-        if recorded is not None and recorded.output_sha256 and recorded.output_sha256 != pixels_sha256(image):
-            return Redecoded(None, "decoded pixels differ from the run's (not reproducible)")
+        expected = recorded.output_sha256 if recorded is not None else None
+        if expected and expected != pixels_sha256(image):
+            changed = "" if exact else " (the codec's fingerprint changed since the run)"
+            return Redecoded(None, f"decoded pixels differ from the run's{changed}: not shown")
+        if not expected and not exact:
+            return Redecoded(None, "codec fingerprint changed since the run and no output hash to check: not shown")
         return Redecoded(image, "ok")
 
 
-def rebuild_codec(row: dict[str, Any]) -> Any:
-    """The codec of a stored cell, from ``codec_name`` + ``codec_options`` (what the suite said); for a rate-matched
-    config the stored fingerprint also covers its reference (``rate_of``). None if it no longer matches."""
+def build_codec(row: dict[str, Any]) -> Any:
+    """The codec of a stored cell, from ``codec_name`` + ``codec_options`` (what the suite said, runtime options
+    included); None when that no longer builds."""
     options = row.get("codec_options")
     options = json.loads(options) if isinstance(options, str) else (options or {})
     try:
-        codec = create_codec(row.get("codec_name") or row["codec"], **options)
+        return create_codec(row.get("codec_name") or row["codec"], **options)
     except Exception:
         return None
+
+
+def _fingerprint_of(codec: Any, row: dict[str, Any]) -> str:
+    """The fingerprint cells of ``codec`` are keyed by: for a rate-matched config it also covers its reference."""
     fp = codec.fingerprint()
-    if row.get("rate_of"):
-        fp = key_of({"codec": fp, "rate_of": row["rate_of"]})
-    return codec if fp == row["codec_fingerprint"] else None
+    return key_of({"codec": fp, "rate_of": row["rate_of"]}) if row.get("rate_of") else fp
+
+
+def rebuild_codec(row: dict[str, Any]) -> Any:
+    """The codec of a stored cell (:func:`build_codec`) when it still has the stored fingerprint, else None."""
+    codec = build_codec(row)
+    return codec if codec is not None and _fingerprint_of(codec, row) == row["codec_fingerprint"] else None
 
 
 def dataset_options(store: Any) -> dict[str, dict[str, Any]]:
@@ -149,22 +165,34 @@ def dataset_options(store: Any) -> dict[str, dict[str, Any]]:
 
 
 def _entry(row: dict[str, Any], options: dict[str, Any] | None) -> tuple[Any, Any] | None:
-    """(dataset, entry) of a cell's image, its dataset opened with the run's loader ``options``; None when the
-    image was preprocessed (its pixels are not the file's)."""
-    if row.get("preprocessing", "none") != "none":
-        return None
+    """(dataset, entry) of a cell's image, its dataset opened with the run's loader ``options`` and seen through
+    the cell's preprocessing policy (``center_crop``, ``resize``...: the pixels the codec was given, so ``load``
+    checks them against the prepared image's hash); None for a mosaic (its tiles are other images)."""
     from harness.datasets import create_dataset
+    from harness.datasets.selection import Prepared, _prepared_entry
+    from harness.preprocess import parse_policy
 
     ds = create_dataset(row["dataset"], **(options or {}))
+    prep = str(row.get("preprocessing") or "none")
+    policy = parse_policy(prep) if prep != "none" else None
+    if policy is not None and policy.mosaic_k is not None:
+        return None
     for entry in ds.index() if hasattr(ds, "index") else ds.entries():
-        if getattr(entry, "sha256", None) == row["image_sha256"] or entry.id == row["image_id"]:
-            return ds, entry if getattr(entry, "sha256", None) else ds.resolve(entry)
+        same_pixels = policy is None and getattr(entry, "sha256", None) == row["image_sha256"]
+        if not same_pixels and entry.id != row["image_id"]:
+            continue
+        entry = entry if getattr(entry, "sha256", None) else ds.resolve(entry)
+        if policy is None:
+            return ds, entry
+        prepared = Prepared(ds, policy)
+        prepared.sources[entry.id] = [entry]
+        return prepared, _prepared_entry(entry, policy.apply(ds.load(entry)), policy.canonical)
     return None
 
 
 def load_original(row: dict[str, Any], options: dict[str, Any] | None = None) -> np.ndarray | None:
-    """The original pixels of a cell's image (its dataset opened with the run's loader ``options``), when it has
-    no preprocessing; verified by pixel hash."""
+    """The original pixels of a cell's image as the codec was given them (its dataset opened with the run's loader
+    ``options``, through the cell's preprocessing); verified by pixel hash. None for a mosaic or a changed file."""
     try:
         found = _entry(row, options)
         if found is None:

@@ -74,6 +74,28 @@ def level_axis(params: str | dict) -> str:
     return "level"
 
 
+def param_unit(corruption: str, param: str, params: str | dict | None = None) -> str:
+    """The unit of a corruption's parameter as the plugin declares it (``Corruption.unit_of``: ``sigma`` is
+    8-bit code values for ``side_noise``, a multiple of the clean latent's std for ``latent_gaussian`` with
+    ``unit = "rel"``); "" when the plugin declares none or is not registered."""
+    from harness.registry import CORRUPTIONS
+
+    p = json.loads(params) if isinstance(params, str) else (params or {})
+    try:
+        plugin = CORRUPTIONS.get(corruption)
+    except Exception:  # an unregistered plugin (a run made with a plugin not installed now): no unit known
+        return ""
+    unit_of = getattr(plugin, "unit_of", None)
+    return str(unit_of(param, p)) if callable(unit_of) else ""
+
+
+def axis_label(corruption: str, params: str | dict) -> str:
+    """The plotted parameter of a level with its declared unit, e.g. ``sigma (8-bit code values)``."""
+    axis = level_axis(params)
+    unit = param_unit(corruption, axis, params)
+    return f"{axis} ({unit})" if unit else axis
+
+
 def varying_label(params: list[str | dict]) -> list[str]:
     """For levels that share a plotted parameter, a label of the other parameters whose values differ among
     them (e.g. ``mean_burst_bits=64``); empty strings when nothing else varies."""
@@ -875,9 +897,24 @@ def lossless_note(table: pd.DataFrame, metrics: tuple[str, ...]) -> str:
     )
 
 
+def units_note(table: pd.DataFrame) -> str:
+    """The units of the level parameters in ``table`` (summary rows: ``corruption``, ``params``), as each
+    corruption declares them: ``Units of the levels: side_noise sigma in 8-bit code values; ...``."""
+    if table.empty or "params" not in table:
+        return ""
+    said: dict[str, None] = {}
+    for corruption, params in table[["corruption", "params"]].drop_duplicates().itertuples(index=False):
+        p = json.loads(params) if isinstance(params, str) else params
+        for k, v in p.items():
+            unit = param_unit(str(corruption), k, p) if isinstance(v, int | float) and not isinstance(v, bool) else ""
+            if unit:
+                said[f"{corruption} {k} in {unit}"] = None
+    return ("Units of the levels: " + "; ".join(said) + ".") if said else ""
+
+
 def summary_notes(table: pd.DataFrame, metrics: tuple[str, ...]) -> list[str]:
     """The notes summary.md and the reports print under the summary (empty ones left out)."""
-    notes = [not_computed_note(table, metrics), lossless_note(table, metrics), fec_note(table)]
+    notes = [units_note(table), not_computed_note(table, metrics), lossless_note(table, metrics), fec_note(table)]
     return [n for n in notes if n]
 
 

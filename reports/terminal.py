@@ -77,7 +77,9 @@ def headline_tables(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
             frame[str(codec)] = [texts.get(level, "") for level in levels]
         n = sorted(set(g["cells"]))
         cells = f"{n[0]} cells each" if len(n) == 1 else f"{n[0]}–{n[-1]} cells each"
-        parts = [*(str(where[k]) for k in data), str(where["corruption"]), f"scope {where['scope']}"]
+        unit = tables.param_unit(str(where["corruption"]), axis, g["params"].iloc[0])
+        corruption = f"{where['corruption']} ({axis} in {unit})" if unit else str(where["corruption"])
+        parts = [*(str(where[k]) for k in data), corruption, f"scope {where['scope']}"]
         if "fec" in where and where["fec"] != "none":
             parts.append(f"FEC {where['fec']}")
         if "side" in where and where["side"] not in ("–", "this level"):

@@ -81,7 +81,7 @@ def test_headline_fits_in_100_columns_for_a_realistic_suite(summary):
 
 def test_headline_values_are_the_wilson_intervals(summary):
     frames = dict(terminal.headline_tables(summary))
-    frame = frames["bsc, scope all: failure % [Wilson 95% CI], 3 cells each"]
+    frame = frames["bsc (ber in flip probability per bit), scope all: failure % [Wilson 95% CI], 3 cells each"]
     assert list(frame.columns) == ["ber", *sorted(LABELS)]
     assert list(frame["ber"]) == [f"{b:g}" for b in BERS]  # ordered by value
     lo, hi = wilson_interval(3, 3)
