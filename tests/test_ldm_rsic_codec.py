@@ -180,3 +180,26 @@ def test_fuzzed_streams_run_isolated_and_are_classified(tmp_path):
     text = write(tmp_path / "run").read_text()
     assert "## ldm vs elic" in text and "Δpsnr [95% CI]" in text and "damage vs own clean" in text
     assert (tmp_path / "run" / "paired.csv").is_file()
+
+
+def test_remote_sensing_flips_jpeg2000_star_exactly_as_jpeg2000(tmp_path):
+    """#22: JPEG2000 and JPEG2000* write byte-identical streams (the same rate bisection), so their failure rates
+    compare the MEN post-filter only if the two see the same flips: every JPEG2000* bit-error cell draws its
+    corruption from the JPEG2000 cell of the same image, level, scope and replicate (before: its own draws)."""
+    import json
+
+    from harness.config import load_suite
+    from harness.runner import RunOptions, make_plan
+
+    plan = make_plan(RunOptions(load_suite("remote_sensing"), tmp_path))
+
+    def where(c) -> tuple:
+        return (c.image_sha256, c.corruption, json.dumps(c.params, sort_keys=True), c.scope, c.replicate)
+
+    j2k = {where(c): c for c in plan.cells if c.codec_label == "jpeg2000@ldm-rsic"}
+    star = [c for c in plan.cells if c.codec_label == "jpeg2000*@ldm-rsic" and c.corruption == "bsc"]
+    assert star and len({c.scope for c in star}) > 2
+    for c in star:
+        partner = j2k[where(c)]
+        assert c.rng_key == partner.key != c.key, (c.scope, c.level)
+        assert c.rng().integers(0, 2**63) == partner.rng().integers(0, 2**63)

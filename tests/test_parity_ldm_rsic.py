@@ -192,7 +192,7 @@ def test_channel_context(elic, ref):
 @pytest.mark.parametrize("half", ["a", "n"])
 @torch.no_grad()
 def test_param_aggregation(elic, ref, half):
-    for i, c in enumerate(elic.cfg.groups):
+    for i in range(n_slices(elic)):
         want = ref[f"pa.s{i}.{half}.out"]
         ctx = torch.zeros_like(want) if half == "a" else ref[f"ctx.s{i}.out"]
         means, scales = elic.entropy_parameters(i, ctx, cc_out(ref, i), ref["hs_out_enc"])
@@ -205,7 +205,7 @@ def test_squeeze_indexes_symbols(elic, ref, half):
     gc = elic.gaussian_conditional
     anchor = half == "a"
     y_slices = ref["y"].split(list(elic.cfg.groups), dim=1)
-    for i, c in enumerate(elic.cfg.groups):
+    for i in range(n_slices(elic)):
         means, scales = ref[f"pa.s{i}.{half}.out"].chunk(2, dim=1)
         pre = f"gc.s{i}.{half}"
         y_sq, m_sq = squeeze(y_slices[i], anchor), squeeze(means, anchor)
@@ -257,7 +257,8 @@ def test_condition(s2, ref):
 
 
 def sampler_steps(ref) -> list[int]:
-    return sorted((int(k.split(".")[1][1:]) for k in ref if k.startswith("ddpm.") and k.endswith(".x_in")), reverse=True)
+    steps = (int(k.split(".")[1][1:]) for k in ref if k.startswith("ddpm.") and k.endswith(".x_in"))
+    return sorted(steps, reverse=True)
 
 
 @torch.no_grad()

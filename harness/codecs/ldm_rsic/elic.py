@@ -98,6 +98,7 @@ def update_entropy_bottleneck_115(eb: nn.Module) -> None:
     eb._quantized_cdf = eb._pmf_to_cdf(pmf, tail_mass, pmf_length, max_length)
     eb._cdf_length = pmf_length + 2
 
+
 #: ``symbols_fn(slice, anchor, scales_sq, means_sq) -> int symbols`` of the squeezed (B x C x h x w/2) positions.
 SymbolsFn = Callable[[int, bool, torch.Tensor, torch.Tensor], torch.Tensor]
 
