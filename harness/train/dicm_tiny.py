@@ -47,7 +47,8 @@ class Recipe:
     beta: float = 0.002  # rate weight on bpp_x + bpp_w
     ctx_weight: float = 1.0  # L1 of each pyramid's first level against its input (0 officially; see dicm_stages)
     w_drop: float = 0.15  # share of each batch trained with w = 0 ("DICM without w")
-    w_noise_std: float = 0.001
+    #: std of the noise added to w in training: the official model.py's sqrt(0.001) (0.001 until issue #22)
+    w_noise_std: float = 0.001**0.5
 
     def scaled(self, factor: float) -> Recipe:
         """The same recipe with the step count multiplied (``--scale 0.01``: a smoke run)."""

@@ -1,10 +1,12 @@
-"""Building blocks shared by DICM's compressor and UNet (CDC's components, BRIEF §2).
+"""Building blocks shared by DICM's compressor and UNet (CDC's components, as dongqingcc/DICC's
+``modules/components.py`` computes them; checked number for number by ``tests/test_parity_dicm.py``).
 
 Parameter names and shapes follow the official state dict (``block.0`` conv, ``block.1`` channel LayerNorm
 with ``g``/``b``, ``mlp.1`` time projection, ``res_conv``, ``fn.fn.to_qkv`` / ``fn.norm`` for the pre-normed
-linear attention, ``conv`` for up/down-sampling). Where the manifest fixes no detail (parameter-free
-activations), we use LeakyReLU(0.2) in the blocks and GELU in the time MLP, and say so here: with official
-weights these are the choices to check first if a decode looks wrong.
+linear attention, ``conv`` for up/down-sampling). The parameter-free parts are the official ones too: ReLU after
+each block's LayerNorm, LeakyReLU(0.2) before the time projection, GELU in the UNet's time MLP, and a linear
+attention whose queries are only scaled (softmax on the keys alone). Until issue #22 the blocks used LeakyReLU(0.2)
+and a softmax on the queries as well: guesses made from the key manifest, which fixes no activation.
 """
 
 from __future__ import annotations
@@ -30,21 +32,20 @@ class ChannelLayerNorm(nn.Module):
 
 
 class Block(nn.Module):
-    """conv (7x7 for the first block of a network, else 3x3) -> channel LayerNorm -> LeakyReLU(0.2)."""
+    """conv (7x7 for the first block of a network, else 3x3) -> channel LayerNorm -> ReLU (official)."""
 
     def __init__(self, dim: int, dim_out: int, large_filter: bool = False) -> None:
         super().__init__()
         k = 7 if large_filter else 3
-        self.block = nn.Sequential(
-            nn.Conv2d(dim, dim_out, k, padding=k // 2), ChannelLayerNorm(dim_out), nn.LeakyReLU(0.2)
-        )
+        self.block = nn.Sequential(nn.Conv2d(dim, dim_out, k, padding=k // 2), ChannelLayerNorm(dim_out), nn.ReLU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
 
 
 class ResnetBlock(nn.Module):
-    """Two blocks, the time embedding added between them (UNet only), plus a 1x1 ``res_conv`` when widths differ."""
+    """Two blocks, the time embedding (LeakyReLU(0.2) -> Linear) added between them (UNet only), plus a 1x1
+    ``res_conv`` when widths differ."""
 
     def __init__(self, dim: int, dim_out: int, time_dim: int | None = None, large_filter: bool = False) -> None:
         super().__init__()
@@ -61,7 +62,8 @@ class ResnetBlock(nn.Module):
 
 
 class LinearAttention(nn.Module):
-    """Single-head linear attention (cost linear in H*W): keys softmaxed over positions, queries over channels."""
+    """Single-head linear attention (cost linear in H*W), as the official code computes it: keys softmaxed over
+    positions, queries only scaled by dim^-1/2 (no softmax), context = k v^T (C x C), out = context^T q."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -72,8 +74,8 @@ class LinearAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         q, k, v = self.to_qkv(x).reshape(b, 3, c, h * w).unbind(dim=1)  # each B x C x N
-        q = q.softmax(dim=1) * self.scale
-        k = k.softmax(dim=2)
+        q = q * self.scale
+        k = k.softmax(dim=-1)
         context = torch.einsum("bdn,ben->bde", k, v)  # B x C x C
         out = torch.einsum("bde,bdn->ben", context, q)
         return self.to_out(out.reshape(b, c, h, w))

@@ -64,10 +64,22 @@ def pad_image(image: np.ndarray, multiple: int) -> np.ndarray:
 
 
 def to_model_input(image: np.ndarray):
-    """uint8 H x W x 3 -> float32 1 x 3 x H x W in [-1, 1]."""
+    """uint8 H x W x 3 -> float32 1 x 3 x H x W in [-1, 1]: x / 127.5 - 1, bit-identical to the official
+    ``ToTensor(img) * 2 - 1`` (x / 255 * 2 rounds like x / 127.5: scaling by 2 is exact)."""
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
+
+
+def to_unit(x0):
+    """The sampler's x̂₀ (B x 3 x H x W, any range) -> [0, 1] as the official test.py: clamp(-1, 1) / 2 + 0.5."""
+    return x0.clamp(-1.0, 1.0) / 2.0 + 0.5
+
+
+def to_pixel_values(x0) -> np.ndarray:
+    """x̂₀ of the first batch item -> float32 H x W x 3 pixel values in [0, 255]: the official save_image's
+    ``clip(x * 255, 0, 255)`` before its uint8 cast (the harness casts with the codec's ``rounding``)."""
+    return np.ascontiguousarray((to_unit(x0) * 255.0).clamp(0.0, 255.0)[0].permute(1, 2, 0).cpu().numpy())
 
 
 class DICM(LearnedCodec):
@@ -93,7 +105,7 @@ class DICM(LearnedCodec):
         #: row of side-information suites; it then declares no side information, so the harness skips that axis
         ignore_side_info: bool = False
         device: str = "cpu"
-        rounding: str = "round"  # round | truncate (float pixel values -> uint8)
+        rounding: str = "truncate"  # truncate (official save_image: astype uint8) | round (float pixels -> uint8)
         allow_random_weights: bool = False
         random_seed: int = 0
 
@@ -241,9 +253,9 @@ class DICM(LearnedCodec):
         x = to_model_input(pad_image(image, self.model_config.pad_multiple))
         with torch.no_grad():
             lat = comp.latents(x)
-            z_sym = torch.round(comp.hyper_encode(lat["y"]) - comp.medians()).to(torch.int64)
+            z_sym = comp.z_symbols(lat["z"])
             z_idx = torch.arange(z_sym.shape[1]).view(1, -1, 1, 1).expand_as(z_sym)
-            y_sym = torch.round(lat["y"] - lat["mean"]).to(torch.int64)
+            y_sym = comp.y_symbols(lat["y"], lat["mean"])
             y_idx = comp.gaussian_conditional.build_indexes(lat["scale"])
         z_string = rans_encode(z_sym.numpy(), z_idx.numpy(), comp.prior)
         y_string = rans_encode(y_sym.numpy(), y_idx.numpy(), comp.gaussian_conditional)
@@ -339,7 +351,7 @@ class DICM(LearnedCodec):
         with torch.no_grad():
             w = m.w_pyramid(side.to(dev)) if side is not None else [torch.zeros_like(c) for c in ctx]
         w = _hooked([t.cpu() for t in w], "w_pyramid", hook)
-        context = [(c + wi).to(dev) for c, wi in zip(ctx, w, strict=True)]
+        context = [c.to(dev) for c in m.context(ctx, w)]
         timings["context_s"] = time.perf_counter() - t0
         noise = init_noise(tuple(context[0].shape), decode_seed, self.model_config.diffusion.init_gamma)
         if hook is not None:
@@ -352,8 +364,9 @@ class DICM(LearnedCodec):
                 self.options.steps,
                 self.options.time_input,
                 timings,
+                alphas_cumprod=m.train_alphas_cumprod,
             )
-        out = ((x0.float().cpu() + 1.0) * 127.5).clamp(0.0, 255.0)[0].permute(1, 2, 0).numpy()
+        out = to_pixel_values(x0.float().cpu())
         timings["reconstruct_s"] = time.perf_counter() - t_all
         if "entropy_decode_s" in state:
             timings["entropy_decode_s"] = float(state["entropy_decode_s"])

@@ -10,10 +10,14 @@
     y_hat = round(y - mean) + mean                         (GaussianConditional with means)
     y_hat --dec: L x (ResnetBlock, -, Upsample)--> pyramid [C0@H, C1@H/2, ..., C_{L-1}@H/2^(L-1)]
 
-Entropy coding uses compressai's rANS with the tables of both entropy models (``update()`` builds them). The
-official code has no coder at all (it estimates bits from likelihoods); the factorized prior it trains is the same
-density family as compressai's ``EntropyBottleneck``, which is what this module holds (``prior``), so official
-weights load through :func:`harness.codecs.dicm.checkpoint.convert_prior`.
+Every stage computes what the official ``modules/compressor.py`` computes (checked number for number by
+``tests/test_parity_dicm.py``): quantisation with offsets (round(z − median) + median, round(y − μ) + μ), the
+0.1 floor on the scale, the pyramid full resolution first, and the likelihoods of the official ``FlexiblePrior``
+(with its sign trick) and ``NormalDistribution``. Entropy coding is ours: the official code has no coder at all (it
+estimates bits from likelihoods); we use compressai's rANS with the tables of both entropy models (``update()``
+builds them). The factorized prior it trains is the same density family as compressai's ``EntropyBottleneck``,
+which is what this module holds (``prior``), so official weights load through
+:func:`harness.codecs.dicm.checkpoint.convert_prior`.
 """
 
 from __future__ import annotations
@@ -125,17 +129,54 @@ class Compressor(nn.Module):
         return self.prior.quantiles[:, 0, 1].detach().reshape(1, -1, 1, 1)
 
     def quantize_z(self, z: torch.Tensor) -> torch.Tensor:
+        """z_hat = round(z - median) + median (the official ``quantize(z, "dequantize", medians)``)."""
         med = self.medians()
         return torch.round(z - med) + med
 
+    @staticmethod
+    def quantize_y(y: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """y_hat = round(y - mean) + mean (the official ``quantize(y, "dequantize", mean)``)."""
+        return torch.round(y - mean) + mean
+
+    def z_symbols(self, z: torch.Tensor) -> torch.Tensor:
+        """int64 symbols of z for the rANS coder: round(z - median) (z_hat = symbols + median)."""
+        return torch.round(z - self.medians()).to(torch.int64)
+
+    @staticmethod
+    def y_symbols(y: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """int64 symbols of y for the rANS coder: round(y - mean) (y_hat = symbols + mean)."""
+        return torch.round(y - mean).to(torch.int64)
+
+    def z_likelihood(self, z_hat: torch.Tensor) -> torch.Tensor:
+        """P(z_hat) under the factorized prior, B x C_z x h x w, floored at 1e-9: the official FlexiblePrior's
+        ``likelihood`` (logits of the CDF at z ± 1/2, sign-flipped so both sigmoids are taken on the accurate
+        side, then their difference)."""
+        c = z_hat.shape[1]
+        v = z_hat.transpose(0, 1).reshape(c, 1, -1)  # C x 1 x N, compressai's layout of the density
+        lower = self.prior._logits_cumulative(v - 0.5, stop_gradient=True)
+        upper = self.prior._logits_cumulative(v + 0.5, stop_gradient=True)
+        sign = -torch.sign(lower + upper)
+        lik = torch.abs(torch.sigmoid(upper * sign) - torch.sigmoid(lower * sign))
+        lik = lik.reshape(c, z_hat.shape[0], *z_hat.shape[2:]).transpose(0, 1)
+        return torch.clamp(lik, min=1e-9)
+
+    @staticmethod
+    def y_likelihood(y_hat: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """P(y_hat) under N(mean, scale) integrated over the quantisation bin, floored at 1e-9 (the official
+        ``NormalDistribution.likelihood``; ``scale`` is already floored at 0.1 by :meth:`hyper_decode`)."""
+        d = torch.abs(y_hat - mean)
+        upper = 0.5 * torch.erfc(-(2**-0.5) * ((0.5 - d) / scale))
+        lower = 0.5 * torch.erfc(-(2**-0.5) * ((-0.5 - d) / scale))
+        return torch.clamp(upper - lower, min=1e-9)
+
     @torch.no_grad()
     def latents(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Deterministic analysis of an image in [-1, 1]: y, z_hat, (mean, scale), y_hat (no entropy coding)."""
+        """Deterministic analysis of an image in [-1, 1]: y, z, z_hat, (mean, scale), y_hat (no entropy coding)."""
         y = self.encode(x)
-        z_hat = self.quantize_z(self.hyper_encode(y))
+        z = self.hyper_encode(y)
+        z_hat = self.quantize_z(z)
         mean, scale = self.hyper_decode(z_hat)
-        y_hat = torch.round(y - mean) + mean
-        return {"y": y, "z_hat": z_hat, "mean": mean, "scale": scale, "y_hat": y_hat}
+        return {"y": y, "z": z, "z_hat": z_hat, "mean": mean, "scale": scale, "y_hat": self.quantize_y(y, mean)}
 
     def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training forward: pyramid of the straight-through-rounded y_hat (the values the coder gives), bits of
@@ -153,9 +194,9 @@ class Compressor(nn.Module):
 
     def estimated_bits(self, y_hat: torch.Tensor, z_hat: torch.Tensor) -> tuple[float, float]:
         """(bits of y, bits of z): -sum log2 likelihood of the coded symbols under the model (the official "bpp"
-        numerator; the rANS file should be within a few % of it)."""
+        numerator, ``Compressor.bpp`` in eval mode; the rANS file should be within a few % of it)."""
         with torch.no_grad():
-            _, z_lik = self.prior(z_hat, training=False)
             mean, scale = self.hyper_decode(z_hat)
-            _, y_lik = self.gaussian_conditional(y_hat, scale, mean, training=False)
-        return float(-torch.log2(y_lik).sum()), float(-torch.log2(z_lik).sum())
+            y_bits = -torch.log2(self.y_likelihood(y_hat, mean, scale)).sum()
+            z_bits = -torch.log2(self.z_likelihood(z_hat)).sum()
+        return float(y_bits), float(z_bits)

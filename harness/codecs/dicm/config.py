@@ -71,12 +71,17 @@ class DiffusionConfig:
     beta_end_1000: float = 2e-2
     init_gamma: float = 0.8  # DDIM starts from init_gamma x N(0, I)
     steps: int = 200  # default DDIM steps (published)
-    #: what the UNet outputs: "noise" (ε, official) or "x" (x̂₀; CDC's other mode): the same modules and keys
+    #: what the UNet outputs: "noise" (ε, official) or "x" (x̂₀; CDC's other mode, not an official DDIM path: ours)
     pred_mode: str = "noise"
+    #: DDIM's x̂₀ clamp: "none" (the official config.py / test.py ``clip_noise``: x̂₀ is not clamped) or "full"
+    #: (clamped to [-1, 1] at every step; official code, another setting)
+    clip_x0: str = "none"
 
     def __post_init__(self) -> None:
         if self.pred_mode not in ("noise", "x"):
             raise ValueError(f"pred_mode must be 'noise' or 'x', got {self.pred_mode!r}")
+        if self.clip_x0 not in ("none", "full"):
+            raise ValueError(f"clip_x0 must be 'none' or 'full', got {self.clip_x0!r}")
 
     @property
     def beta_start(self) -> float:
@@ -118,14 +123,16 @@ OFFICIAL = DICMConfig(name="official")
 # compressor dim 16, mults (1,2,3,4) -> 64 latent channels at 1/16, hyper mults (2,2,2); a 4-level UNet whose
 # levels each take a context level; T = 1000 (the same scaling rule); no context_fn_cor. The UNet predicts x̂₀
 # (pred_mode "x"): an ε-predictor trained for 1600 CPU steps decoded to ~10 dB under 20-step DDIM (measured; the
-# model card has the numbers), an x̂₀-predictor can fall back on its context from the first step.
+# model card has the numbers), an x̂₀-predictor can fall back on its context from the first step. Ours, not the
+# official code's: the x̂₀ prediction and its clamp at every DDIM step (clip_x0 "full"), and a context level at the
+# UNet's last level (the official Unet builds none there, so its code cannot run this layout).
 TINY = DICMConfig(
     name="tiny",
     unet=UnetConfig(dim=32, dim_mults=(1, 2, 3, 4)),
     compressor=CompressorConfig(
         dim=16, dim_mults=(1, 2, 3, 4), hyper_dims_mults=(2, 2, 2), scale_levels=256, scale_max=64.0
     ),
-    diffusion=DiffusionConfig(timesteps=1000, steps=20, pred_mode="x"),
+    diffusion=DiffusionConfig(timesteps=1000, steps=20, pred_mode="x", clip_x0="full"),
     joint_y=False,
     # Measured on the 24 held-out stand-in pairs (weights/dicm-tiny/MODEL_CARD.md): clean decodes with the true
     # view span 9.4-26.9 dB (median 18.8), so the default 15 dB would stop suites on a model that works as

@@ -7,12 +7,13 @@ compressor, whose decoder pyramid is w), ``context_fn_cor`` (official only: the 
 Each component is built under its own seeded RNG (``seeded``), so a decode worker that builds ``context_fn``
 alone gets the same random weights as the main process.
 
-Decoding x::
+Decoding x (the official ``DICM.compress`` for the x chain)::
 
     y_hat --context_fn.decode--> ctx ─┐
-    side --encode_w (deterministic: round(y - mean) + mean)--> w ─┴─ ctx[i] + w[i] ─> UNet ─ DDIM ─> x̂ in [-1, 1]
+    side --encode_w (deterministic: round(y - mean) + mean)--> w ─┴─ ctx[i] + w[i] ─> UNet ─ DDIM ─> x̂
 
-Missing side information is w = 0 (the official "DICM without w").
+Missing side information is w = 0: our interpretation of "DICM without side information" (the paper's ablation);
+the official code has no path that decodes x without w.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ class DICMModel(nn.Module):
     def w_pyramid(self, side: torch.Tensor) -> list[torch.Tensor]:
         """w: the decoder pyramid of the side image's quantized latent (side in [-1, 1], B x 3 x H x W)."""
         return self.encode_w.decode(self.encode_w.latents(side)["y_hat"])
+
+    @staticmethod
+    def context(ctx: list[torch.Tensor], w: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The x chain's UNet context: x's pyramid plus w's, level by level (full resolution first)."""
+        return [c + wi for c, wi in zip(ctx, w, strict=True)]
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: list[torch.Tensor]) -> torch.Tensor:
         """The UNet's output at x_t: ε̂ or x̂₀ (``cfg.diffusion.pred_mode``)."""
