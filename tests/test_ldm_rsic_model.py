@@ -171,3 +171,23 @@ def test_missing_weights_say_what_and_where():
         assert needle in msg
     with pytest.raises(CodecError, match="enhance = false"):
         LDMRSIC(elic_ckpt=__file__)
+
+
+def test_x_tilde_is_the_png_the_official_pipeline_writes():
+    """Between ELIC and S2 the official code stores x_tilde with ``torchvision.utils.save_image`` (x * 255 + 0.5,
+    truncated): values at k + 0.5 go up, where round-half-to-even would send every even k's down. The oracle is
+    torchvision itself, writing and re-reading the PNG."""
+    import io
+
+    from PIL import Image
+
+    torchvision = pytest.importorskip("torchvision")
+    from harness.codecs.ldm_rsic.codec import x_tilde_pixels
+
+    halves = torch.arange(256, dtype=torch.float32).add(0.5).div(255.0).clamp(0, 1)
+    x = torch.cat([halves, torch.rand(256 * 3 - 256, generator=torch.Generator().manual_seed(0))]).reshape(1, 3, 16, 16)
+    buf = io.BytesIO()
+    torchvision.utils.save_image(x, buf, format="png")
+    want = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    got = x_tilde_pixels(x.numpy())[0].transpose(1, 2, 0)
+    assert np.array_equal(got.astype(np.uint8), want) and got.dtype == np.float32
