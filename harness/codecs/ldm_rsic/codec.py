@@ -8,7 +8,7 @@ post-filter baseline: a JPEG2000 decode enhanced by a MEN trained on JPEG2000 de
     parse:        bytes -> header (checked against the original's size) -> z (EntropyBottleneck)
                   -> h_s -> 5 slices x (anchors, non-anchors) rANS -> {y_hat, z_hat, symbols}   [isolated worker]
     reconstruct:  hook(z_hat) [a changed z_hat re-derives y_hat's means from the symbols] -> hook(y_hat)
-                  -> g_s, clamp, crop, x255, round = x_tilde (the official PNG round trip) -> hook(x_tilde)
+                  -> g_s, clamp, crop, x255 + 0.5, floor = x_tilde (the official save_image PNG) -> hook(x_tilde)
                   -> [enhance] tiles of the MEN's native size -> condition -> hook(cond_tokens)
                   -> 4-step sampler from seeded noise -> hook(prior) -> MEN -> clamp, x255 -> float pixels
 
