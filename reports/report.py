@@ -372,8 +372,9 @@ def _ood(run_dir: Path, out: Path, rep: Report) -> dict | None:
 
 
 OOD_INTRO = (
-    "Before = the base codec, after = base + the adapter fine-tuned on the OOD dataset's train part (best step on its "
-    "val part). Pairs share the image, corruption draw, level, replicate and decode seed; Δ = after − before over "
+    "Before = the base codec (the reference), after = base + the adapter fine-tuned on the OOD dataset's train part "
+    "(the treatment; best step on its val part). Pairs share the image, corruption draw, level, replicate and decode "
+    "seed; Δ = after − before (treatment − reference, as in the paired comparisons) over "
     "pairs where both decodes are ok, with a Student-t 95% interval. ID rows measure forgetting. Bitstreams: the "
     "base's and the adapter's streams compared byte for byte, image by image."
 )
@@ -547,10 +548,13 @@ def _write_html(rep, run_dir, cells, summary, metrics, threshold, rd, bd, prov) 
         body += ["<h3>Before → after</h3>", _scroll(_html_table(rep.ood["before_after"]))]
         body += ["<h3>Bitstreams</h3>", _scroll(_html_table(rep.ood["bitstreams"]))]
     if rep.paired is not None and rep.paired.with_suffix(".csv").is_file():
+        from reports import paired
+
         body += ["<h2>Paired comparisons (the same corrupted streams, both decoders)</h2>"]
-        where = f"<code>{e(rep.paired.name)}</code>"
-        body += [f"<p>Δ = partner − follower over pairs where both decodes are ok; from {where}.</p>"]
-        body += [_scroll(_html_table(pd.read_csv(rep.paired.with_suffix(".csv"))))]
+        where = f"<code>{e(rep.paired.with_suffix('.csv').name)}</code>"
+        body += [f"<p>Δ = treatment − reference over pairs where both decodes are ok; every column in {where}.</p>"]
+        for heading, frame in paired.human_tables(pd.read_csv(rep.paired.with_suffix(".csv"))):
+            body += [f"<h3>{e(heading)}</h3>", _scroll(_html_table(frame))]
     body += ["<h2>Per-image results</h2>", f"<p>In <code>{e(str(rep.tables['per_image']))}</code>.</p>"]
     if rep.compressai:
         files = ", ".join(f"<code>{e(str(p.relative_to(run_dir)))}</code>" for p in rep.compressai)

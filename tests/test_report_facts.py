@@ -151,3 +151,82 @@ def test_axes_status_bars_and_headline_name_the_plotted_parameter_with_its_unit(
     ((title, _),) = terminal.headline_tables(summary)
     assert "sigma in × the clean latent's per-channel std" in title
     assert any("latent_gaussian sigma in × the clean latent" in n for n in tables.summary_notes(summary, ("psnr",)))
+
+
+# -- paired comparisons: named roles, one sign --------------------------------------------------------------------
+def _pair_cells(follower: str, partner: str, follower_options: dict, gain: float) -> pd.DataFrame:
+    """Cells of two configs on the same streams; ``follower`` declares paired_with ``partner``. The adapter /
+    treatment side is ``gain`` dB better on every image (known by construction: the oracle)."""
+    rows = []
+    for label, options in ((partner, {}), (follower, follower_options)):
+        treated = "adapter" in options if follower_options.get("adapter") else label == partner
+        for i, psnr in enumerate([30.0, 31.0, 29.5, 32.0]):
+            for ber in (0.0, 1e-3):
+                value = psnr - (3.0 if ber else 0.0) + (gain if treated else 0.0) + 0.01 * i * treated
+                rows.append(
+                    {
+                        "key": f"{label}{i}{ber}",
+                        "dataset": "astro",
+                        "image_sha256": f"img{i}",
+                        "image_id": f"img{i}",
+                        "codec_label": label,
+                        "codec_name": "rdeic-tiny@low",
+                        "codec_fingerprint": f"fp-{label}",
+                        "codec_config": json.dumps({"steps": 2}),
+                        "codec_options": json.dumps(options),
+                        "channel": json.dumps({"paired_with": f"fp-{partner}"} if label == follower else {}),
+                        "corruption": "bsc",
+                        "params": json.dumps({"ber": ber}),
+                        "level": f"ber={ber:g}",
+                        "scope": "all",
+                        "replicate": 0,
+                        "decode_seed": 0,
+                        "status": "ok",
+                        "bpp": 0.2,
+                        "bytes_total": 100,
+                        "metric.psnr": value,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_an_ood_adapter_following_its_base_is_the_treatment_and_delta_is_treatment_minus_reference():
+    """The adapter declares paired_with = base (it reuses the base's draws). Old code took the follower as the
+    base: psnr_before held the adapter's value and Δ on astro was −0.12 in paired.csv, +0.12 in
+    ood_before_after.md."""
+    from reports import ood, paired
+
+    cells = _pair_cells("base+astro", "base", {"adapter": "runs/x/adapters/astro/adapter.safetensors"}, 0.12)
+    groups = [{"dataset": "astro", "base": "base", "adapter": "base+astro", "in_distribution": []}]
+    for found in (paired.comparisons(cells), paired.comparisons(cells, groups)):
+        (c,) = found
+        assert (c.reference, c.treatment) == ("base", "base+astro") and "adapter" in c.differs
+    (c,) = paired.comparisons(cells, groups)
+    table = paired.paired_table(cells, c, ("psnr",))
+    row = table[table["level"] == "ber=0.001"].iloc[0]
+    base = cells[(cells["codec_label"] == "base") & (cells["level"] == "ber=0.001")]["metric.psnr"].mean()
+    assert row["psnr_reference"] == pytest.approx(base)
+    assert row["psnr_diff"] == pytest.approx(0.12 + 0.015) and row["psnr_diff_ci_low"] > 0
+    assert not any(col.startswith(("ood_", "base", "adapter")) or col.endswith(("_before", "_after")) for col in table)
+    # the fine-tune-then-evaluate table of the same cells: the same sign and value
+    before_after = ood.before_after(cells, groups, ("psnr",))
+    assert before_after.loc[before_after["level"] == "ber=0.001", "psnr_diff"].iloc[0] == pytest.approx(
+        row["psnr_diff"]
+    )
+    ((heading, human),) = paired.human_tables(table)
+    assert heading.startswith("base+astro vs base (treatment vs reference") and "Δ = base+astro − base" in heading
+    assert human["Δpsnr [95% CI]"].iloc[-1].startswith("+0.135")
+
+
+def test_an_ablation_following_the_full_model_is_the_reference():
+    """ELIC-only (paired_with = the enhanced decoder) and DICM without the side view: the follower is the
+    reference, Δ = enhanced − ablation; what differs is read from the configs."""
+    from reports import paired
+
+    cells = _pair_cells("elic-only", "ldm", {}, 0.5)
+    cells.loc[cells["codec_label"] == "elic-only", "codec_config"] = json.dumps({"steps": 2, "prior": "none"})
+    cells.loc[cells["codec_label"] == "ldm", "codec_config"] = json.dumps({"steps": 2, "prior": "dfam"})
+    (c,) = paired.comparisons(cells)
+    assert (c.reference, c.treatment) == ("elic-only", "ldm") and c.differs == "prior: none → dfam"
+    table = paired.paired_table(cells, c, ("psnr",))
+    assert (table["psnr_diff"] > 0.49).all()

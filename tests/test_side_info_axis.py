@@ -153,7 +153,7 @@ def test_a_codec_without_side_information_paired_with_one_that_has_it_gets_a_pai
     assert set(table["level"]) == {"ber=0", "ber=0.001"}
     assert (table["pairs"] == 2).all() and table["bytes_identical"].all()
     # the same bytes parse alike: whatever fails, fails on both sides
-    assert (table["failure_rate_before"] == table["failure_rate_after"]).all()
+    assert (table["failure_rate_reference"] == table["failure_rate_treatment"]).all()
 
 
 def test_the_visual_grid_redecodes_side_cells_with_their_true_view_and_skips_degraded_ones(tmp_path):
