@@ -10,7 +10,9 @@
 An image a codec refuses at encode time (a rate it cannot reach, a side too small for its tiles) is recorded
 as skipped with the codec and the reason, and left out for *every* codec config, so all configs rest on the
 same images; the run goes on. A rate-matched config stores the options it was actually encoded with for that
-image (its per-image ``target_bpp``) beside the stream.
+image (its per-image ``target_bpp``) beside the stream. Encoding goes through ``Codec.encode_stream`` and the clean
+decode's parse through ``Codec.parse_checked``: both at the codec's fixed entropy-side thread count, so the bytes
+and the parsed state are those of any other machine (harness/codecs/base.py).
 """
 
 from __future__ import annotations
@@ -71,11 +73,11 @@ class ArtifactSource:
         ref = self.plan.rate_refs.get(label)
         t0 = time.perf_counter()
         if ref is None:
-            bitstream, resolved = codec.encode(original), {}
+            bitstream, resolved = codec.encode_stream(original), {}
         else:
             target = 8.0 * len(self.encoded(sha, height, width, prep, ref, original).bitstream.data) / (height * width)
             t0 = time.perf_counter()
-            bitstream, resolved = codec.encode_at_rate(original, target), {"target_bpp": target}
+            bitstream, resolved = codec.encode_stream(original, target), {"target_bpp": target}
         return self.cache.store_encoded(key, bitstream, time.perf_counter() - t0, codec, resolved)
 
     def prepare(self, labels: list[str], progress: Any = None) -> list[dict[str, Any]]:

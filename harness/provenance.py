@@ -80,14 +80,19 @@ def collect(extra: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def devices(codecs: dict[str, Any]) -> dict[str, Any]:
     """Where each codec config reconstructs (its ``device`` option; ``cpu`` for codecs without one) and, when
-    torch is loaded, the accelerators this process can see: the device is recorded as it was, never assumed."""
+    torch is loaded, the accelerators this process can see: the device is recorded as it was, never assumed.
+    ``entropy_threads``: the fixed torch thread count of each config's encode and parse (None: no torch there;
+    harness/codecs/base.py); ``torch_threads``: what reconstruct ran with; ``cpu_capability``: the SIMD kernels
+    torch dispatched to (another one may round the entropy side's floats differently even at a fixed count)."""
     out: dict[str, Any] = {"codecs": {label: str(getattr(c.options, "device", "cpu")) for label, c in codecs.items()}}
+    out["entropy_threads"] = {label: getattr(c, "entropy_threads", None) for label, c in codecs.items()}
     torch = sys.modules.get("torch")
     if torch is not None:
         try:
             cuda = torch.cuda.is_available()
             out["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
             out["torch_threads"] = torch.get_num_threads()
+            out["cpu_capability"] = str(torch.backends.cpu.get_cpu_capability())
         except Exception as exc:  # a broken driver must not stop provenance
             out["cuda_error"] = str(exc)
     return out

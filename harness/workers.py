@@ -25,10 +25,12 @@ Exceptions never cross the boundary as exceptions: they come back as a status wi
 reproducible: temp-file paths and addresses are replaced). Workers are forked from a forkserver that has
 preloaded the codec modules, so a restart after a crash costs milliseconds, not a fresh interpreter.
 
-A parse in a worker computes what the same parse computes in the main process (the controls compare the two
-bit for bit): each request carries the main process's torch intra-op thread count and the worker adopts it,
-because float reductions split over another number of threads round differently (measured: RDEIC-tiny's
-``y_hat`` and decoded pixels differ between 1 and 2 threads).
+A parse in a worker computes what the same parse computes in the main process, and on any other machine (the
+controls compare the two bit for bit): ``Codec.parse_checked`` runs ``parse`` at the codec's fixed entropy-side
+torch thread count (``Codec.entropy_threads``, harness/codecs/base.py), because float reductions split over
+another number of threads round differently (measured: RDEIC-tiny's ``y_hat`` differs between 1, 2 and 4
+threads on every bundled sample). A plugin that declares no such count parses at the main process's count: each
+request carries it and the worker adopts it.
 """
 
 from __future__ import annotations
@@ -174,8 +176,8 @@ def torch_threads() -> int | None:
 
 
 def _same_threads(threads: int | None) -> None:
-    """Adopt the main process's torch thread count (see the module docstring). A worker whose codec never
-    imported torch (JPEG2000) is left alone."""
+    """Adopt the main process's torch thread count: what a codec without a fixed entropy-side count parses at
+    (see the module docstring). A worker whose codec never imported torch (JPEG2000) is left alone."""
     torch = sys.modules.get("torch")
     if threads is not None and torch is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
@@ -206,7 +208,8 @@ def _worker_main(conn: Connection, main_pid: int) -> None:
                 key = _spec_key(spec)
                 if key not in codecs:
                     codec = import_target(spec.target)(**spec.options)
-                    codec.warm()
+                    with codec.entropy_side():  # torch and its thread pool load here, outside any parse's limits
+                        codec.warm()
                     codecs[key] = codec
                 reply: tuple = ("ok", None, None, None)
             else:

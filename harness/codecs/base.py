@@ -23,14 +23,24 @@ Latent corruptions act at the codec's declared ``hooks``: ``reconstruct`` calls 
 each hook point (e.g. RDEIC's ``y_hat`` on entry, ``c_latent`` and ``guide_hint`` mid-way) and continues
 with what it returns. The output has the codec's ``decoded_shape`` (padding included); the harness checks
 it and crops to the original size before any metric.
+
+The entropy side (``encode`` and ``parse``: every network whose output picks a symbol or a CDF) runs at a fixed
+torch intra-op thread count, :data:`ENTROPY_THREADS`, whatever the machine offers: float reductions split over
+another number of threads round differently, and a rounding that moves a scale across a CDF-table boundary or a
+latent across a quantisation step changes the bytes (measured on RDEIC-tiny, before this pin: ``y_hat`` of every
+bundled sample differed between 1, 2 and 4 threads, and two streams' bytes did). :meth:`Codec.encode_stream` and
+:meth:`Codec.parse_checked` (what the harness calls, in the main process and in the decode workers) enter
+:meth:`Codec.entropy_side`; the count is in the fingerprint of every codec that has one (:attr:`Codec.entropy_threads`)
+and in the run's provenance. ``reconstruct`` (trusted, compared by tolerance) uses what the device offers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -45,6 +55,25 @@ LatentHook = Callable[[str, Any], Any]
 
 #: Scopes every bitstream exposes; codecs may add named segments of their own.
 BUILTIN_SCOPES = ("all", "payload", "header")
+#: torch intra-op threads of every learned codec's entropy side (encode, parse), on every machine (module docstring).
+ENTROPY_THREADS = 1
+
+
+@contextlib.contextmanager
+def pinned_torch_threads(threads: int) -> Iterator[None]:
+    """Run the body at ``threads`` torch intra-op threads and give the process its own count back afterwards.
+    Imports torch (a learned codec's entropy side needs it anyway); not thread-safe, like ``set_num_threads``
+    itself: the harness runs torch in one thread of each process."""
+    import torch
+
+    before = torch.get_num_threads()
+    if before != threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 class CodecError(ValueError):
@@ -137,6 +166,9 @@ class Codec(ABC):
     #: coding): the harness passes it to ``reconstruct`` from a trusted decoder-local channel, never from the
     #: bitstream. Codecs without any ignore the side-information axis.
     side_info: ClassVar[tuple[str, ...]] = ()
+    #: torch intra-op threads ``encode`` and ``parse`` run at (:meth:`entropy_side`); ``None`` for codecs whose
+    #: entropy side runs no torch network (JPEG2000). Part of the fingerprint when set.
+    entropy_threads: ClassVar[int | None] = None
 
     @dataclass(frozen=True)
     class Options:
@@ -144,6 +176,12 @@ class Codec(ABC):
 
     def __init__(self, **options: Any) -> None:
         self.options = build_options(self.Options, options, self.name, "option", CodecError)
+
+    def entropy_side(self) -> contextlib.AbstractContextManager[None]:
+        """The context ``encode`` and ``parse`` run in: :attr:`entropy_threads` torch threads (or nothing to pin)."""
+        if self.entropy_threads is None:
+            return contextlib.nullcontext()
+        return pinned_torch_threads(self.entropy_threads)
 
     # -- identity -------------------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -159,6 +197,7 @@ class Codec(ABC):
         return {}
 
     def fingerprint(self) -> str:
+        threads = {} if self.entropy_threads is None else {"entropy_threads": self.entropy_threads}
         return key_of(
             {
                 "codec": self.name,
@@ -167,6 +206,7 @@ class Codec(ABC):
                 "weights": self.weights_hash(),
                 "libraries": self.library_versions(),
             }
+            | threads
         )
 
     def spec(self) -> CodecSpec:
@@ -180,6 +220,12 @@ class Codec(ABC):
     def encode_at_rate(self, image: np.ndarray, target_bpp: float) -> Bitstream:
         """Encode at a per-image target rate (bits per original pixel); codecs with ``matches_rate``."""
         raise CodecError(f"{self.name} cannot match a target rate per image")
+
+    def encode_stream(self, image: np.ndarray, target_bpp: float | None = None) -> Bitstream:
+        """What the harness encodes with: :meth:`encode` (or :meth:`encode_at_rate` at ``target_bpp``, bits per
+        original pixel) inside :meth:`entropy_side`, so the bytes are the same on every machine."""
+        with self.entropy_side():
+            return self.encode(image) if target_bpp is None else self.encode_at_rate(image, target_bpp)
 
     @abstractmethod
     def parse(self, data: bytes, size: tuple[int, int]) -> DecodedState:
@@ -209,9 +255,10 @@ class Codec(ABC):
         return 8 * math.prod(self.decoded_shape(*size))
 
     def parse_checked(self, data: bytes, size: tuple[int, int]) -> DecodedState:
-        """``parse`` plus the size guard the isolated worker applies before a state crosses to the main
-        process: a state larger than :meth:`max_state_bytes` is refused (``InvalidOutput``)."""
-        state = self.parse(data, size)
+        """``parse`` (inside :meth:`entropy_side`) plus the size guard the isolated worker applies before a state
+        crosses to the main process: a state larger than :meth:`max_state_bytes` is refused (``InvalidOutput``)."""
+        with self.entropy_side():
+            state = self.parse(data, size)
         total = sum(v.nbytes for v in state.values() if isinstance(v, np.ndarray))
         limit = self.max_state_bytes(size)
         if total > limit:
@@ -310,6 +357,7 @@ class LearnedCodec(Codec):
 
     path_options: ClassVar[tuple[str, ...]] = ()
     libraries: ClassVar[tuple[str, ...]] = ("torch",)
+    entropy_threads: ClassVar[int | None] = ENTROPY_THREADS
     last_timings: dict[str, float]
 
     def config(self) -> dict[str, Any]:
