@@ -9,12 +9,20 @@ instead, and ``HARNESS_OPENJP2=/path/to/libopenjp2.so`` any other; the choice is
 and is part of the JPEG2000 codec fingerprint. glymur reads its library path from a ``glymurrc`` found through
 ``XDG_CONFIG_HOME`` at import time, so we write one in a private folder and point ``XDG_CONFIG_HOME`` at it
 only while importing glymur. (Swapping glymur's library handle after import aborts the process.)
+
+That folder belongs to one environment and one library (:func:`config_home`: its name hashes the Python
+environment's prefix and the library path), so its file only ever holds that path: two checkouts on one machine
+never share it (before, one file per user under the temp folder was rewritten by whichever checkout imported
+last, and a fresh clone reported the other checkout's ``libopenjp2`` while it raced). glymur reads a
+``glymurrc`` in the current folder before ours, so after the import the harness checks which library glymur
+actually loaded and refuses, in one line, one it did not choose.
 """
 
 from __future__ import annotations
 
 import ctypes.util
 import glob
+import hashlib
 import os
 import sys
 import tempfile
@@ -22,9 +30,12 @@ from functools import cache
 from pathlib import Path
 from types import ModuleType
 
+from harness.codecs.base import CodecUnusable
 
-class OpenJPEGUnavailable(RuntimeError):
-    pass
+
+class OpenJPEGUnavailable(CodecUnusable):
+    """No usable OpenJPEG (none found, too old, or glymur bound to another library than the one chosen): the
+    JPEG2000 codecs cannot run, and the CLI says so in one line (exit 2)."""
 
 
 def _pillow_openjp2() -> str | None:
@@ -54,33 +65,57 @@ def locate_openjp2() -> tuple[str, str]:
     )
 
 
+def config_home(path: str) -> Path:
+    """The ``XDG_CONFIG_HOME`` whose ``glymur/glymurrc`` names ``path``: one folder per (Python environment,
+    library path, user) under the temp folder, so nothing in it is shared with another checkout or another
+    library, and its content is a function of its name (concurrent writers write the same bytes)."""
+    digest = hashlib.sha256(f"{sys.prefix}\0{path}".encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"harness-glymur-{os.getuid()}-{digest}"
+
+
+def write_config(path: str) -> Path:
+    """Write (atomically, only when missing or different) the glymurrc naming ``path``; returns its config home."""
+    home = config_home(path)
+    rc = home / "glymur" / "glymurrc"
+    text = f"[library]\nopenjp2: {path}\n"
+    if not rc.is_file() or rc.read_text() != text:
+        rc.parent.mkdir(parents=True, exist_ok=True)
+        tmp = rc.with_name(f"glymurrc.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, rc)
+    return home
+
+
+def loaded_openjp2(glymur: ModuleType) -> str:
+    """The path (or soname) glymur's OpenJPEG handle was opened with ("" when it loaded none)."""
+    return str(getattr(glymur.lib.openjp2.OPENJP2, "_name", "") or "")
+
+
 @cache
 def import_glymur() -> ModuleType:
-    """Import glymur bound to a working OpenJPEG (>= 2.4), or raise :class:`OpenJPEGUnavailable`."""
+    """Import glymur bound to a working OpenJPEG (>= 2.4) chosen by :func:`locate_openjp2`, or raise
+    :class:`OpenJPEGUnavailable` (no library, too old, or glymur bound to another one than chosen)."""
+    path, origin = locate_openjp2()
     if "glymur" in sys.modules:
         glymur = sys.modules["glymur"]
     else:
-        path, origin = locate_openjp2()
-        if origin == "system":
+        saved = os.environ.get("XDG_CONFIG_HOME")
+        os.environ["XDG_CONFIG_HOME"] = str(write_config(path))
+        try:
             import glymur
-        else:
-            config_home = Path(tempfile.gettempdir()) / f"harness-glymur-{os.getuid()}"
-            (config_home / "glymur").mkdir(parents=True, exist_ok=True)
-            rc = config_home / "glymur" / "glymurrc"
-            text = f"[library]\nopenjp2: {path}\n"
-            if not rc.exists() or rc.read_text() != text:
-                tmp = rc.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(text)
-                os.replace(tmp, rc)
-            saved = os.environ.get("XDG_CONFIG_HOME")
-            os.environ["XDG_CONFIG_HOME"] = str(config_home)
-            try:
-                import glymur
-            finally:
-                if saved is None:
-                    os.environ.pop("XDG_CONFIG_HOME", None)
-                else:
-                    os.environ["XDG_CONFIG_HOME"] = saved
+        finally:
+            if saved is None:
+                os.environ.pop("XDG_CONFIG_HOME", None)
+            else:
+                os.environ["XDG_CONFIG_HOME"] = saved
+    loaded = loaded_openjp2(glymur)
+    if loaded != str(Path(path)):
+        cwd_rc = Path.cwd() / "glymurrc"
+        why = f"{cwd_rc} (glymur reads it first) names it" if cwd_rc.is_file() else "glymur was imported before"
+        raise OpenJPEGUnavailable(
+            f"glymur loaded OpenJPEG from {loaded or 'nowhere'}, not the {origin} library {path} the harness chose: "
+            f"{why}; remove that, or set HARNESS_OPENJP2 to the library you want"
+        )
     version = openjpeg_version(glymur)
     if tuple(int(p) for p in version.split(".")[:2]) < (2, 4):
         raise OpenJPEGUnavailable(f"glymur loaded OpenJPEG {version}; >= 2.4 is required ({locate_openjp2()[0]})")
