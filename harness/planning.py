@@ -270,6 +270,15 @@ def _codecs(suite: Suite, opts: RunOptions) -> _Codecs:
             raise SuiteError(f"codec {label!r}: {exc}") from None
         if label in rate_refs and not codecs[label].matches_rate:
             raise SuiteError(f"codec {label!r}: {cfg.codec} cannot match another codec's rate per image")
+    # pre-flight: every weight file of every codec (format, sha256 where recorded, names and shapes) before any
+    # work, so a bad file read late (LDM-RSIC's S2 file, at the first decode) stops the run before the encode phase
+    from harness.codecs.checkpoints import preflight
+
+    for label, codec in codecs.items():
+        try:
+            preflight([codec])
+        except CodecError as exc:
+            raise SuiteError(f"codec {label!r}: {exc}") from None
     # a rate-matched config's results depend on its reference: key them by both fingerprints
     own = {label: codec.fingerprint() for label, codec in codecs.items()}
     fingerprints = dict(own)

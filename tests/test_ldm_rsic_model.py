@@ -139,9 +139,8 @@ def test_a_wrong_or_random_file_is_refused_in_one_line_listing_keys(tmp_path):
     with pytest.raises(CodecError) as err:
         codec.s2()
     msg = str(err.value)
-    assert (
-        "\n" not in msg and "missing" in msg and "G.latent.him" in msg and "unexpected 1 keys (G.extra.weight)" in msg
-    )
+    assert "\n" not in msg and "missing" in msg and "G.latent.him" in msg
+    assert "unexpected 1 keys, e.g. G.extra.weight" in msg
     # a file of random bytes, and an ELIC checkpoint given as the S2 file
     (tmp_path / "random.pth").write_bytes(np.random.default_rng(1).bytes(4096))
     with pytest.raises(CodecError, match="cannot be read"):
@@ -151,7 +150,7 @@ def test_a_wrong_or_random_file_is_refused_in_one_line_listing_keys(tmp_path):
     torch.save(
         torch.load(elic_path, weights_only=True)["state_dict"], tmp_path / "updated.pth"
     )  # updata.py's bare dict
-    with pytest.raises(CodecError, match=r"missing \d+ keys .*; unexpected \d+ keys \(ParamAggregation"):
+    with pytest.raises(CodecError, match=r"missing \d+ keys, .*; unexpected \d+ keys, e\.g\. ParamAggregation"):
         LDMRSIC(config="test", elic_ckpt=str(elic_path), ldm_ckpt=str(tmp_path / "updated.pth")).s2()
     # repeated diffusion.* tensors that disagree with what they repeat
     state = {k: v.clone() for k, v in s2.state_dict().items()}

@@ -1,8 +1,10 @@
 """RDEIC weight files a user can get wrong (each one line: which file, what is wrong, how to fix it; a CodecError,
-so exit 2), and ``evaluate.py weights check``."""
+so exit 2), and ``evaluate.py weights check`` over every registered codec (the matrix of bad files of every codec
+through a suite run is tests/test_weights_errors.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -103,14 +105,14 @@ def _no_state_dict(p: Path) -> Path:
 CASES = [
     (_random, "sd_ckpt", "v2-1_512-ema-pruned.ckpt", "not a PyTorch checkpoint or a safetensors file", SD_SOURCE),
     (_empty, "weights", "rdeic-tiny-low.safetensors", "is empty (0 bytes", "git checkout -- weights/rdeic-tiny"),
-    (_directory, "sd_ckpt", "weights_dir", "is a directory, not a weights file (it holds inside.ckpt)", SD_SOURCE),
+    (_directory, "sd_ckpt", "weights_dir", "is a folder, not a weights file (it holds inside.ckpt)", SD_SOURCE),
     (_truncated_safetensors, "weights", "m.safetensors", "truncated safetensors file (its header describes", "merged"),
     (_truncated_header, "weights", "m.safetensors", "truncated safetensors file (its header alone needs", "merged"),
     (_garbage_safetensors, "weights", "m.safetensors", "not a valid safetensors file", "merged"),
-    (_pickled, "rdeic_ckpt", "rdeic_2_step2.ckpt", "stores Python objects besides tensors (pathlib", "extract"),
+    (_pickled, "rdeic_ckpt", "rdeic_2_step2.ckpt", "stores Python objects besides tensors (pathlib", "huai-chang"),
     (_truncated_zip, "rdeic_ckpt", "rdeic_2_step2.ckpt", "truncated or damaged PyTorch checkpoint", "huai-chang"),
-    (_not_torch_zip, "rdeic_ckpt", "rdeic_2_step2.ckpt", "cannot be read as a PyTorch checkpoint", "huai-chang"),
-    (_no_state_dict, "rdeic_ckpt", "rdeic_2_step2.ckpt", "holds no state dict (keys 'epoch'", "huai-chang"),
+    (_not_torch_zip, "rdeic_ckpt", "rdeic_2_step2.ckpt", "is a zip archive but not a PyTorch checkpoint", "huai-chang"),
+    (_no_state_dict, "rdeic_ckpt", "rdeic_2_step2.ckpt", "holds no state dict of tensors (keys 'epoch'", "huai-chang"),
 ]
 
 
@@ -119,15 +121,16 @@ def test_unusable_files_get_one_line(tmp_path, make, role, name, problem, fix):
     path = make(tmp_path / name)
     with pytest.raises(WeightsError) as info:
         read_state_dict(path, None, role=role)
-    _one_line(info.value, str(path), problem, fix)
+    text = _one_line(info.value, f"RDEIC {role} {path}", problem, fix)
     assert isinstance(info.value, CodecError) and isinstance(info.value, FileNotFoundError)
-    assert info.value.problem in str(info.value) and info.value.fix in str(info.value)
+    assert info.value.problem in text and info.value.fix in text
+    assert "weights_only=False" not in text and "\x1b" not in text  # never torch's own text, never unsafe loading
 
 
-def test_missing_file_keeps_the_full_missing_weights_message(tmp_path):
+def test_a_missing_file_says_where_the_right_one_comes_from(tmp_path):
     with pytest.raises(WeightsError) as info:
         read_state_dict(tmp_path / "nope.ckpt", None, role="sd_ckpt")
-    _one_line(info.value, "RDEIC weights missing: no file at", "nope.ckpt", "--sd-ckpt/--rdeic-ckpt")
+    _one_line(info.value, "RDEIC sd_ckpt", "nope.ckpt is missing: no file at this path", SD_SOURCE, "--sd-ckpt")
 
 
 def test_format_is_read_from_the_content_not_the_name(tmp_path, test_state):
@@ -195,7 +198,8 @@ def test_check_keys_names_the_source_file():
 
     with pytest.raises(WeightsError) as info:
         check_keys({"a": torch.zeros(2)}, {"a": (3,)}, (), source="/w/x.safetensors", config="tiny", role="weights")
-    _one_line(info.value, "RDEIC weights /w/x.safetensors do not fit config 'tiny': shape of a is [2] in the file")
+    _one_line(info.value, "RDEIC weights /w/x.safetensors holds tensors that do not fit config 'tiny': shape of a is [2] in the file")
+    _one_line(info.value, "; `weights` must be a merged .safetensors")
 
 
 def test_a_damaged_text_cache_is_one_line(tmp_path):
@@ -216,13 +220,16 @@ def _lines(capsys) -> list[str]:
     return lines
 
 
-def test_recorded_hashes_agree_with_the_model_card():
-    from harness.commands.weights import RECORDED_SHA256
+def test_recorded_hashes_are_the_shipped_files_and_agree_with_the_model_card():
+    from harness.codecs.checkpoints import SHIPPED_SHA256
 
     card = (TINY / "MODEL_CARD.md").read_text()
     prefix = re.search(r"sha256 ([0-9a-f]{8})… for low", card).group(1)
-    assert RECORDED_SHA256["rdeic-tiny-low.safetensors"].startswith(prefix)
-    assert set(RECORDED_SHA256) == {p.name for p in TINY.glob("rdeic-tiny-*.safetensors") if "prompt" not in p.name}
+    assert SHIPPED_SHA256["rdeic-tiny-low.safetensors"].startswith(prefix)
+    shipped = {p for p in (ROOT / "weights").glob("*/*.safetensors") if "prompt" not in p.name}
+    assert set(SHIPPED_SHA256) == {p.name for p in shipped}  # every shipped weights file, and only those
+    for p in shipped:  # retrained on purpose: record the new sha256 (the run refuses a file that differs)
+        assert SHIPPED_SHA256[p.name] == hashlib.sha256(p.read_bytes()).hexdigest(), p
 
 
 def test_shipped_tiny_weights_check_ok(capsys):
@@ -237,7 +244,7 @@ def test_default_check_lists_every_codec_and_exits_1_without_the_official_files(
     assert main(["weights", "check"]) == 1
     text = "\n".join(_lines(capsys))
     assert "MISSING  sd_ckpt    not given (codec option sd_ckpt, or --sd-ckpt PATH)" in text
-    assert "get: v2-1_512-ema-pruned.ckpt from huggingface.co/stabilityai/stable-diffusion-2-1-base" in text
+    assert "get: sd_ckpt must be the Stable Diffusion 2.1 base checkpoint `v2-1_512-ema-pruned.ckpt`" in text
     assert "rdeic-vae" in text and "j2k-plain" in text
 
 
@@ -251,7 +258,7 @@ def test_bad_official_files_get_one_entry_each(tmp_path, capsys):
     cc = _pickled(tmp_path / "rdeic_2_step2.ckpt")
     assert main(["weights", "check", "--codec", "rdeic", "--sd-ckpt", str(sd), "--rdeic-ckpt", str(cc)]) == 1
     text = "\n".join(_lines(capsys))
-    assert "BAD      sd_ckpt    v2-1_512-ema-pruned.ckpt is not a PyTorch checkpoint" in text
+    assert "BAD      sd_ckpt    v2-1_512-ema-pruned.ckpt cannot be read as weights: not a PyTorch checkpoint" in text
     assert "BAD      rdeic_ckpt rdeic_2_step2.ckpt stores Python objects besides tensors" in text
     assert "0 ok, 0 missing, 2 bad" in text
 
@@ -271,7 +278,7 @@ def test_official_pair_names_and_shapes_are_checked(tmp_path, test_state):
     assert check_file(str(tmp_path / "sd.ckpt"), "sd_ckpt", "vae", "test").status == "ok"  # the VAE is in it
     assert check_file(str(tmp_path / "cc.ckpt"), "rdeic_ckpt", "vae", "test").status == "ok"  # no VAE keys: fine
     wrong = check_file(str(tmp_path / "sd.ckpt"), "sd_ckpt", "rdeic", "tiny")
-    assert wrong.status == "BAD" and "does not fit config 'tiny'" in wrong.detail
+    assert wrong.status == "BAD" and "do not fit config 'tiny'" in wrong.detail
     swapped = check_file(str(tmp_path / "cc.ckpt"), "sd_ckpt", "rdeic", "test")
     assert swapped.status == "BAD" and "missing" in swapped.detail
 
@@ -284,7 +291,7 @@ def test_a_changed_shipped_file_fails_its_recorded_hash(tmp_path):
     data[-1] ^= 0xFF  # one bit pattern in the last tensor: still a valid file
     copy.write_bytes(bytes(data))
     entry = check_file(str(copy), "weights", "rdeic", "tiny")
-    assert entry.status == "BAD" and "is not the recorded 7282a69d…" in entry.detail
+    assert entry.status == "BAD" and "not the recorded 7282a69d…" in entry.detail
     assert "git checkout -- weights/rdeic-tiny/rdeic-tiny-low.safetensors" in entry.fix
     sums = tmp_path / "SHA256SUMS"
     from harness.codecs.rdeic.checkpoint import file_sha256
@@ -307,3 +314,99 @@ def test_preset_with_a_bad_file_and_a_damaged_text_cache(tmp_path, capsys):
     text = "\n".join(_lines(capsys))
     assert "BAD      weights    w.safetensors is empty (0 bytes" in text
     assert "BAD      text cache w.safetensors.empty_prompt.safetensors" in text and "delete it" in text
+
+
+# -- every codec: the shipped tiny models hash-checked, the official files of the three diffusion codecs -----------
+SHIPPED_PRESETS = {
+    "rdeic-tiny@low": ("rdeic-tiny", "rdeic-tiny-low.safetensors"),
+    "rdeic-tiny@high": ("rdeic-tiny", "rdeic-tiny-high.safetensors"),
+    "rdeic-vae-tiny": ("rdeic-tiny", "rdeic-tiny-low.safetensors"),
+    "ldm-rsic-tiny": ("ldm-rsic-tiny", "ldm-rsic-tiny.safetensors"),
+    "elic-tiny": ("ldm-rsic-tiny", "ldm-rsic-tiny.safetensors"),
+    "j2k+men-tiny": ("ldm-rsic-tiny", "j2k-men-tiny.safetensors"),
+    "dicm@tiny": ("dicm-tiny", "dicm-tiny.safetensors"),
+    "dicm@tiny-no-side": ("dicm-tiny", "dicm-tiny.safetensors"),
+}
+
+
+def test_every_shipped_preset_is_hash_checked(capsys):
+    assert main(["weights", "check", "--codec", ",".join(SHIPPED_PRESETS)]) == 0
+    lines = _lines(capsys)
+    assert lines[-1] == f"{len(SHIPPED_PRESETS)} ok, 0 missing, 0 bad"
+    sections: dict[str, str] = {}  # codec -> its lines, unwrapped
+    for line in lines[1:-1]:
+        if not line.startswith(" "):
+            name = line.split()[0]
+        sections[name] = sections.get(name, "") + " " + " ".join(line.split())
+    assert set(sections) == set(SHIPPED_PRESETS)
+    for name, (folder, file) in SHIPPED_PRESETS.items():
+        digest = hashlib.sha256((ROOT / "weights" / folder / file).read_bytes()).hexdigest()
+        assert f"ok weights {file}: " in sections[name] or f"ok men_weights {file}: " in sections[name], sections[name]
+        assert f"sha256 {digest[:8]}… as recorded" in sections[name], sections[name]
+
+
+def test_the_official_files_of_the_three_diffusion_codecs_say_what_they_are_and_where_they_come_from(capsys):
+    assert main(["weights", "check", "--codec", "rdeic,ldm-rsic,j2k+men,dicm"]) == 1
+    text = " ".join(line.strip() for line in _lines(capsys))  # wrapped lines joined back
+    for words in (
+        "MISSING sd_ckpt not given (codec option sd_ckpt, or --sd-ckpt PATH): the Stable Diffusion 2.1",
+        "huggingface.co/stabilityai/stable-diffusion-2-1-base",
+        "MISSING rdeic_ckpt not given (codec option rdeic_ckpt, or --rdeic-ckpt PATH): an official RDEIC checkpoint",
+        "github.com/huai-chang/RDEIC",
+        "MISSING elic_ckpt not given (codec option elic_ckpt): the official ELIC checkpoint of λ=0.0032",
+        "checkpoint/ELIC_arch_base/mse_0.0032/checkpoint_best_loss.pth.tar",
+        "MISSING ldm_ckpt not given (codec option ldm_ckpt): the official S2 file (MEN + LDM)",
+        "experiments/pre_trained/mlkk_0.0032_GP4_S2/net_g_latest.pth",
+        "github.com/mlkk518/LDM-RSIC",
+        "MISSING men_weights not given (codec option men_weights)",
+        "MISSING ckpt not given (codec option ckpt): an official DICM trainer checkpoint",
+        "github.com/dongqingcc/DICC",
+    ):
+        assert " ".join(words.split()) in " ".join(text.split()), words
+    assert "not described" not in text
+
+
+def test_a_named_codec_with_a_missing_file_exits_non_zero(capsys):
+    assert main(["weights", "check", "--codec", "dicm"]) == 1
+    assert main(["weights", "check", "--codec", "elic"]) == 1  # ELIC alone still needs elic_ckpt
+    assert main(["weights", "check", "--codec", "dicm@tiny"]) == 0
+    capsys.readouterr()
+
+
+def test_only_real_plugins_are_not_described(capsys):
+    """Every built-in codec either lists its files or has none; "not described (a plugin)" is for a registered
+    third-party codec that loads weights but does not describe them."""
+    from harness.codecs.base import LearnedCodec
+    from harness.commands.weights import _resolve, report_for
+    from harness.registry import CODECS
+
+    builtin = [n for n in CODECS.names() if _resolve(n)[3].__module__.startswith("harness.codecs.")]
+    assert {"rdeic", "rdeic-vae", "ldm-rsic", "j2k+men", "dicm", *SHIPPED_PRESETS} <= set(builtin)
+    for name in builtin:
+        rep = report_for(name, None, None)
+        assert "not described" not in rep.about, name
+        assert rep.entries or _resolve(name)[0] == "jpeg2000", name  # JPEG2000 alone has no weight files
+
+    class Foreign(LearnedCodec):
+        name = "foreign"
+
+    CODECS.register("tmp-foreign", Foreign)
+    try:
+        assert "weights not described (a plugin)" in report_for("tmp-foreign", None, None).about
+    finally:
+        CODECS.unregister("tmp-foreign")
+
+
+def test_a_bad_dicm_file_is_reported_as_dicm_not_rdeic(tmp_path, capsys):
+    from harness.registry import CODECS, Preset
+
+    bad = tmp_path / "dicm-tiny.safetensors"
+    bad.write_bytes(b"")
+    CODECS.register("tmp-dicm", Preset("dicm", {"config": "tiny", "weights": str(bad)}, "test"))
+    try:
+        assert main(["weights", "check", "--codec", "tmp-dicm"]) == 1
+    finally:
+        CODECS.unregister("tmp-dicm")
+    text = "\n".join(_lines(capsys))
+    assert "BAD      weights    dicm-tiny.safetensors is empty" in text and "git checkout -- weights/dicm-tiny" in text
+    assert "RDEIC" not in text and "Stable Diffusion" not in text

@@ -32,13 +32,28 @@ import functools
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from harness.codecs.base import CodecUnusable
+from harness.codecs.checkpoints import (
+    Misfit,
+    Shapes,
+    WeightFile,
+    WeightsError,
+    fail,
+    inspect,
+    key_problems,
+    read_state,
+    shipped_fix,
+)
 from harness.codecs.dicm.config import DICMConfig
 
 TINY_DIR = "weights/dicm-tiny"
+TINY_RECIPE = "harness.train.dicm_tiny"
+OFFICIAL_SOURCE = (
+    "none are published: train one with github.com/dongqingcc/DICC, whose trainer_dis.py saves {'step', 'model'}"
+)
 DROP_PREFIXES = ("loss_fn_vgg.",)
 #: Buffers of compressai's entropy models: rebuilt by ``update()`` (CDF tables) or fixed by the module config.
 ENTROPY_BUFFERS = (
@@ -60,11 +75,12 @@ TABLES = ("_offset", "_quantized_cdf", "_cdf_length", "scale_table")
 _PRIOR = re.compile(r"^(?P<c>.*)prior\.(?:affine\.(?P<i>\d+)\.(?P<wb>weight|bias)|a\.(?P<a>\d+)|_medians)$")
 
 
-class DICMWeightsError(CodecUnusable, FileNotFoundError):
-    """Weights missing or unusable (one line: the file, what is wrong, how to fix it)."""
+#: The one weights error of every codec (harness.codecs.checkpoints), under the name older callers import.
+DICMWeightsError = WeightsError
 
 
 def missing_weights_message(what: str = "no weights given") -> str:
+    """The refusal of a DICM codec given no weights file: what exists and how to give it."""
     return (
         f"DICM weights missing: {what}. No official weights are published: train your own with the official code "
         "(github.com/dongqingcc/DICC, trainer_dis.py saves {'step', 'model'}) and give the file as `ckpt`, or use "
@@ -179,61 +195,82 @@ def _our_shapes(cfg: DICMConfig) -> tuple[tuple[str, tuple[int, ...]], ...]:
     return tuple((k, tuple(v.shape)) for k, v in m.state_dict().items())
 
 
-# -- reading files ----------------------------------------------------------------------------------------------
-def _fail(path: str | os.PathLike, role: str, problem: str, fix: str | None = None) -> DICMWeightsError:
-    fix = fix or (
-        f"restore or retrain the shipped file (python -m harness.train.dicm_tiny --out {TINY_DIR})"
-        if Path(path).name.startswith("dicm-tiny")
-        else "give an official DICM trainer checkpoint ({'step', 'model'}) as ckpt, or our .safetensors as weights"
+# -- what each file is, reading it ------------------------------------------------------------------------------
+def describe(role: str, path: str | os.PathLike | None, config: str = "official") -> WeightFile:
+    """The :class:`WeightFile` of a DICM file: ``ckpt`` (an official trainer checkpoint) or ``weights`` (ours)."""
+    p = None if path is None else str(path)
+    if role == "ckpt":
+        return WeightFile(
+            "DICM",
+            role,
+            p,
+            "an official DICM trainer checkpoint {'step', 'model'} (trainer_dis.py)",
+            f"give ckpt = an official trainer checkpoint of config {config!r} ({OFFICIAL_SOURCE}), or weights = "
+            f"our .safetensors (e.g. {TINY_DIR}/dicm-tiny.safetensors, codec dicm@tiny)",
+            ("model", "state_dict"),
+            lambda shapes: _misfit(shapes, config, official=True),
+        )
+    shipped = p is not None and Path(p).name == "dicm-tiny.safetensors"
+    return WeightFile(
+        "DICM",
+        role,
+        p,
+        "DICM-tiny's .safetensors, shipped in weights/dicm-tiny/" if shipped else "a DICM .safetensors of ours",
+        shipped_fix(f"{TINY_DIR}/dicm-tiny.safetensors", TINY_RECIPE)
+        if shipped
+        else f"give weights = our .safetensors of config {config!r} (e.g. {TINY_DIR}/dicm-tiny.safetensors, codec "
+        f"dicm@tiny), or ckpt = an official trainer checkpoint ({OFFICIAL_SOURCE})",
+        (),
+        lambda shapes: _misfit(shapes, config, official=False),
     )
-    return DICMWeightsError(f"DICM weights: {role} {path} {problem}; {fix}")
 
 
-def _read(path: str | os.PathLike, role: str) -> dict[str, torch.Tensor]:
-    """A state dict from a safetensors file or a PyTorch checkpoint (``weights_only=True``; the official
-    ``{"step", "model"}`` dict, a Lightning ``state_dict``, or a bare dict of tensors)."""
-    from harness.codecs.rdeic.checkpoint import SAFETENSORS, WeightsError, read_state_dict, sniff
-
-    try:
-        fmt = sniff(path, role)
-        if fmt == SAFETENSORS:
-            return read_state_dict(path, None, role)
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except WeightsError as exc:
-        raise DICMWeightsError(str(exc).replace("RDEIC weights", "DICM weights")) from None
-    except Exception as exc:  # a pickle with Python objects, a damaged zip: one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise _fail(path, role, f"cannot be read as a PyTorch checkpoint with weights_only=True ({first})") from None
-    state = obj.get("model", obj.get("state_dict", obj)) if isinstance(obj, dict) else None
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        kind = f"keys {', '.join(map(repr, list(obj)[:4]))}" if isinstance(obj, dict) else type(obj).__name__
-        raise _fail(path, role, f"holds no state dict of tensors ({kind}; expected {{'step', 'model': state_dict}})")
-    return state
+def weight_files(options: Any) -> list[WeightFile]:
+    """The file a ``dicm`` codec's ``options`` read (``weights`` or ``ckpt``); none with random weights."""
+    o = options
+    if o.weights is not None:
+        return [describe("weights", o.weights, o.config)]
+    if o.ckpt is not None or not o.allow_random_weights:
+        return [describe("ckpt", o.ckpt, o.config)]
+    return []
 
 
-def _check(state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], source: str, cfg_name: str,
-           optional: tuple[str, ...] = ()) -> None:  # fmt: skip
-    from harness.codecs.rdeic.checkpoint import key_problems
+def check_weights_file(path: str | os.PathLike, role: str, config: str = "official") -> str:
+    """The format of a DICM file (the cheap check the codec runs when it is built: first bytes and headers)."""
+    return inspect(describe(role, path, config))
 
-    shapes = {k: tuple(v.shape) for k, v in state.items()}
-    tables = tuple(k for k in expected if k.endswith(TABLES))
-    problem = key_problems(shapes, expected, tables, optional)
+
+def _misfit(shapes: Shapes, cfg_name: str, official: bool) -> Misfit | None:
+    """How a file's names/shapes differ from config ``cfg_name``'s (official layout: ``loss_fn_vgg.*`` dropped,
+    our compressai buffers absent), with the config they fit instead where one does."""
+    from harness.codecs.dicm.config import PRESETS
+
+    if official:
+        shapes = {k: v for k, v in shapes.items() if not k.startswith(DROP_PREFIXES)}
+
+    def problem_for(name: str) -> str | None:
+        cfg = PRESETS[name]
+        expected = official_shapes(cfg) if official else our_shapes(cfg)
+        return key_problems(shapes, expected, tuple(k for k in expected if k.endswith(TABLES)))
+
+    problem = problem_for(cfg_name)
     if problem is None:
-        return
-    from harness.codecs.dicm.config import PRESETS
-
-    fits = next((n for n in PRESETS if n != cfg_name and key_problems(shapes, _expected(n, state), tables,
-                                                                      optional) is None), None)  # fmt: skip
+        return None
+    fits = next((n for n in PRESETS if n != cfg_name and problem_for(n) is None), None)
     fix = f'they are weights for config {fits!r}: set config = "{fits}"' if fits else None
-    role, path = source.split(" ", 1)
-    raise _fail(path, role, f"does not fit DICM config {cfg_name!r}: {problem}", fix)
+    return Misfit(f"holds tensors that do not fit the DICM model of config {cfg_name!r}: {problem}", fix)
 
 
-def _expected(name: str, state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
-    from harness.codecs.dicm.config import PRESETS
-
-    cfg = PRESETS[name]
-    return our_shapes(cfg) if any(".matrices." in k for k in state) else official_shapes(cfg)
+def _checked(path: str | os.PathLike, role: str, cfg: DICMConfig) -> dict[str, torch.Tensor]:
+    """The state dict of a DICM file, names and shapes checked against ``cfg`` (one line when they differ)."""
+    f = describe(role, path, cfg.name)
+    state = read_state(f)
+    if role == "ckpt":
+        state = {k: v for k, v in state.items() if not k.startswith(DROP_PREFIXES)}
+    misfit = _misfit({k: tuple(v.shape) for k, v in state.items()}, cfg.name, official=role == "ckpt")
+    if misfit is not None:
+        raise fail(f, misfit.problem, misfit.fix)
+    return state
 
 
 def load_official(
@@ -243,12 +280,11 @@ def load_official(
     the schedule buffers compared with ours, the prior converted (our key names; no CDF tables)."""
     from harness.codecs.dicm.diffusion import train_buffers
 
-    state = {k: v for k, v in _read(path, "ckpt").items() if not k.startswith(DROP_PREFIXES)}
-    _check(state, official_shapes(cfg), f"ckpt {path}", cfg.name)
+    state = _checked(path, "ckpt", cfg)
     for name, ours in train_buffers(cfg.diffusion).items():
         if not torch.allclose(state[name].float(), ours, rtol=1e-4, atol=1e-9):
-            raise _fail(path, "ckpt", f"was trained with another noise schedule ({name} differs from the linear "
-                        f"T={cfg.diffusion.timesteps} schedule of config {cfg.name!r})")  # fmt: skip
+            raise fail(describe("ckpt", path, cfg.name), f"was trained with another noise schedule ({name} differs "
+                       f"from the linear T={cfg.diffusion.timesteps} schedule of config {cfg.name!r})")  # fmt: skip
     if prefixes is not None:
         state = {k: v for k, v in state.items() if k.startswith(prefixes)}
     return convert_prior({k: v.float() for k, v in state.items()})
@@ -258,8 +294,7 @@ def read_weights(
     path: str | os.PathLike, cfg: DICMConfig, prefixes: tuple[str, ...] | None = None
 ) -> dict[str, torch.Tensor]:
     """Our .safetensors (DICMModel's own keys), checked strictly against ``cfg``."""
-    state = _read(path, "weights")
-    _check(state, our_shapes(cfg), f"weights {path}", cfg.name)
+    state = _checked(path, "weights", cfg)
     if prefixes is not None:
         state = {k: v for k, v in state.items() if k.startswith(prefixes)}
     return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
@@ -280,9 +315,11 @@ def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: s
         comp.resize_entropy_buffers(state, name)
     missing = module.load_state_dict(state, strict=False)
     if missing.missing_keys or missing.unexpected_keys:
-        raise DICMWeightsError(
-            f"DICM weights: {source} does not fit the model: missing {missing.missing_keys[:3]}, "
-            f"unexpected {missing.unexpected_keys[:3]}"
+        role, _, path = source.partition(" ")
+        raise fail(
+            describe(role if role in ("ckpt", "weights") else "weights", path),
+            f"holds tensors that do not fit the model: missing {missing.missing_keys[:3]}, unexpected "
+            f"{missing.unexpected_keys[:3]}",
         )
     for comp in module.coders() if hasattr(module, "coders") else comps:  # encode_w codes nothing: no tables
         if comp.prior._quantized_cdf.numel() == 0 or comp.gaussian_conditional._quantized_cdf.numel() == 0:

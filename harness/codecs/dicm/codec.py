@@ -134,11 +134,9 @@ class DICM(LearnedCodec):
             from harness.codecs.dicm.checkpoint import missing_weights_message
 
             raise CodecError(missing_weights_message())
-        from harness.codecs.rdeic.checkpoint import check_weights_file
+        from harness.codecs.checkpoints import inspect_all
 
-        for role in PATH_OPTIONS:  # one line each: missing, empty, a directory, truncated, not a checkpoint
-            if getattr(o, role) is not None:
-                check_weights_file(getattr(o, role), role)
+        inspect_all(self.weight_files(o))  # one line each (DICM's): missing, empty, a folder, truncated, not weights
         self.clean_psnr_floor_db = self.model_config.clean_psnr_floor_db
         if self.random_weights:
             self.clean_psnr_floor_db = -math.inf  # random weights decode to noise: plumbing runs only
@@ -153,9 +151,16 @@ class DICM(LearnedCodec):
     def random_weights(self) -> bool:
         return self.options.weights is None and self.options.ckpt is None
 
+    @classmethod
+    def weight_files(cls, options: Options) -> list:
+        """The weight file ``options`` name, described for harness.codecs.checkpoints (checked before a run)."""
+        from harness.codecs.dicm.checkpoint import weight_files
+
+        return weight_files(options)
+
     # -- identity -------------------------------------------------------------------------------------------
     def weights_hash(self) -> str:
-        from harness.codecs.rdeic.checkpoint import file_sha256
+        from harness.codecs.checkpoints import file_sha256
 
         o = self.options
         if self.random_weights:

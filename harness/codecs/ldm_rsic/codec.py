@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -197,7 +196,7 @@ class LDMRSIC(LearnedCodec):
         self.load_notes: list[str] = []
 
     def _check_weight_options(self) -> None:
-        from harness.codecs.ldm_rsic.checkpoint import WeightsError, missing_weights_message
+        from harness.codecs.ldm_rsic.checkpoint import missing_weights_message
 
         o = self.options
         official = o.elic_ckpt is not None or o.ldm_ckpt is not None
@@ -211,15 +210,21 @@ class LDMRSIC(LearnedCodec):
             raise CodecError(
                 missing_weights_message("ldm_ckpt is needed to enhance (or set enhance = false: ELIC alone)", o.lam)
             )
-        for role in ("weights", "elic_ckpt", "ldm_ckpt"):
-            path = getattr(o, role)
-            if path is not None and not Path(path).is_file():
-                raise WeightsError(missing_weights_message(f"no file at {path!r} ({role})", o.lam))
+        from harness.codecs.checkpoints import inspect_all
+
+        inspect_all(self.weight_files(o))  # one line each: missing, empty, a folder, truncated, not weights
 
     @property
     def random_weights(self) -> bool:
         o = self.options
         return o.weights is None and o.elic_ckpt is None and o.ldm_ckpt is None
+
+    @classmethod
+    def weight_files(cls, options: Options) -> list:
+        """The weight files ``options`` name, described for harness.codecs.checkpoints (checked before a run)."""
+        from harness.codecs.ldm_rsic.checkpoint import weight_files
+
+        return weight_files(options)
 
     # -- identity -------------------------------------------------------------------------------------------
     def weights_hash(self) -> str:
@@ -272,7 +277,9 @@ class LDMRSIC(LearnedCodec):
                     self.load_notes.append(note)
                 elic.resize_cdf_buffers(state)
                 elic.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-                elic = _restore_masks(elic)
+                elic = _restore_masks(
+                    elic, o.config, f"weights {o.weights}" if o.weights else f"elic_ckpt {o.elic_ckpt}"
+                )
             elic.update(force=True)
             self._elic = elic.eval()
         return self._elic
@@ -390,12 +397,12 @@ def x_tilde_pixels(x_hat: np.ndarray) -> np.ndarray:
     return np.floor(np.clip(x, 0.0, 255.0)).astype(np.float32)
 
 
-def _restore_masks(elic):
+def _restore_masks(elic, config: str = "official", source: str = "weights"):
     """A loaded ``context_prediction.{i}.mask`` must be the checkerboard itself: recompute it and refuse a file
     whose masks differ (a file cannot change which positions are context)."""
     import torch
 
-    from harness.codecs.ldm_rsic.checkpoint import WeightsError
+    from harness.codecs.ldm_rsic.checkpoint import mask_error
 
     for i, layer in enumerate(elic.context_prediction):
         _, _, kh, kw = layer.mask.shape
@@ -404,7 +411,7 @@ def _restore_masks(elic):
         want[:, :, 1::2, 1::2] = 0
         want[:, :, kh // 2, kw // 2] = 0
         if not torch.equal(layer.mask, want):
-            raise WeightsError(f"LDM-RSIC weights: context_prediction.{i}.mask is not the 5x5 checkerboard mask")
+            raise mask_error(i, config, source)
     return elic
 
 
@@ -432,7 +439,11 @@ def load_s2(cfg, weights: str | None, ldm_ckpt: str | None, seed: int, config: s
     # originals) and the schedule buffers are recomputed from the config, not read
     left = [k for k in missing.missing_keys if not k.startswith(ck.S2_DUPLICATES)]
     if left or missing.unexpected_keys:
-        raise ck.WeightsError(f"LDM-RSIC weights: S2 load left {left[:3]} / unexpected {missing.unexpected_keys[:3]}")
+        source = f"{role} {weights}" if weights is not None else f"ldm_ckpt {ldm_ckpt}"
+        raise ck.fail(
+            ck.describe(source.split(" ", 1)[0], source.split(" ", 1)[1], config),
+            f"does not load into the S2 network: missing {left[:3]}, unexpected {missing.unexpected_keys[:3]}",
+        )
     return s2.eval()
 
 
@@ -483,8 +494,9 @@ class J2KMEN(LearnedCodec):
                 "not "
                 "released. Random weights only with allow_random_weights = true (plumbing tests)"
             )
-        if o.men_weights is not None and not Path(o.men_weights).is_file():
-            raise CodecError(f"j2k+men: men_weights {o.men_weights!r} does not exist")
+        from harness.codecs.checkpoints import inspect_all
+
+        inspect_all(self.weight_files(o))  # one line: missing, empty, a folder, truncated, not weights
         self.inner = create_codec(o.j2k, **o.j2k_options)
         if not isinstance(self.inner, JPEG2000):
             raise CodecError(f"j2k+men: j2k must name a JPEG2000 configuration, {o.j2k!r} builds {self.inner.name}")
@@ -494,6 +506,13 @@ class J2KMEN(LearnedCodec):
             self.hooks = ("x_tilde",)
         self._enhancer: Enhancer | None = None
         self.last_timings: dict[str, float] = {}
+
+    @classmethod
+    def weight_files(cls, options: Options) -> list:
+        """The MEN file ``options`` name, described for harness.codecs.checkpoints (checked before a run)."""
+        from harness.codecs.ldm_rsic.checkpoint import weight_files
+
+        return weight_files(options, men_only=True)
 
     def config(self) -> dict[str, Any]:
         out = super().config()

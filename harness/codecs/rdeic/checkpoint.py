@@ -1,5 +1,5 @@
-"""Loading the official checkpoints (SPEC §1.1) and our own ``.safetensors``, and saying in one line what is
-wrong with a weights file that cannot be used.
+"""RDEIC's weight files: the official pair and our merged ``.safetensors``, described for
+:mod:`harness.codecs.checkpoints` (which reads and checks every codec's files), and merged for a strict load.
 
 The official inference merges two files: the SD 2.1 checkpoint ``v2-1_512-ema-pruned.ckpt`` (UNet, VAE, text
 tower, schedule buffers) and an RDEIC checkpoint such as ``rdeic_2_step2.ckpt`` (control module and
@@ -8,50 +8,62 @@ compression module). ``merge_official`` reproduces that merge for a *strict* loa
 lacks. The GaussianConditional CDF buffers arrive empty ([0]); the loader resizes them and the caller
 rebuilds the tables with ``update(force=True)``.
 
-A file's format is read from its first bytes, never from its name (a ``.ckpt`` that is really a safetensors
-file loads; random bytes named ``.ckpt`` are called what they are): ``sniff`` recognises a PyTorch zip
-checkpoint, an old-format (pickle) PyTorch file and a safetensors file, and refuses a missing, empty,
-truncated or unrecognised file, or a directory, with a :class:`WeightsError` (a ``CodecError``: the CLI prints
-its one line and exits 2) that names the file, what is wrong and where the right file comes from. Tensors are
-read exactly as before (``safe_open``/``get_tensor``; ``torch.load(weights_only=True, mmap=True)``); only the
-checks and messages are new.
+:func:`weight_files` says, for a codec's options, which files it reads, what each is, where the right one comes
+from and which tensor names and shapes it must hold (``kind`` ``rdeic``: the whole model; ``vae``: the
+``rdeic-vae`` row, which reads only ``first_stage_model.*``). Every refusal is one line naming RDEIC (or
+RDEIC's VAE), the option, the file, the cause and the fix.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
-import struct
-import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
-# a codec that cannot run at all stops the suite (never an image refusal)
-from harness.codecs.base import CodecUnusable as _Unusable
+from harness.codecs.checkpoints import (
+    SAFETENSORS,
+    TORCH_LEGACY,
+    TORCH_ZIP,
+    Misfit,
+    Shapes,
+    WeightFile,
+    WeightsError,
+    fail,
+    file_sha256,
+    inspect,
+    key_problems,
+    read_state,
+    shipped_fix,
+)
+from harness.codecs.checkpoints import read_shapes as _read_shapes
+
+__all__ = [
+    "SAFETENSORS",
+    "TORCH_LEGACY",
+    "TORCH_ZIP",
+    "WeightsError",
+    "check_keys",
+    "file_sha256",
+    "merge_official",
+    "read_shapes",
+    "read_state_dict",
+    "weight_files",
+]
 
 SD_FILE = "v2-1_512-ema-pruned.ckpt"
 RDEIC_FILE = "rdeic_2_step2.ckpt"
 SD_SOURCE = "huggingface.co/stabilityai/stable-diffusion-2-1-base"
 RDEIC_SOURCE = "the links in the README of github.com/huai-chang/RDEIC"
 TINY_DIR = "weights/rdeic-tiny"
+TINY_RECIPE = "harness.train.tiny"
 TRAINED_PREFIXES = ("control_model.", "preprocess_model.")
 DROP_PREFIXES = ("model_ema.", "perceptual_loss.")
-#: Formats :func:`sniff` recognises.
-SAFETENSORS, TORCH_ZIP, TORCH_LEGACY = "safetensors", "pytorch-zip", "pytorch-legacy"
-
-
-class WeightsError(_Unusable, FileNotFoundError):
-    """Weights missing or unusable; the message (one line) names the file, what is wrong and how to fix it.
-    A ``CodecError`` (the CLI's exit 2), and still a ``FileNotFoundError`` for older callers. ``problem`` and
-    ``fix`` hold the two halves alone where they are known (``evaluate.py weights check`` prints them)."""
-
-    def __init__(self, message: str, problem: str = "", fix: str = "") -> None:
-        super().__init__(message)
-        self.problem = problem or message
-        self.fix = fix
+#: The codec names messages use, by ``kind``.
+CODEC_NAMES = {"rdeic": "RDEIC", "vae": "RDEIC-VAE"}
+#: Options that name weight files, by ``kind`` (the text cache is a cache, checked by ``weights check`` only).
+ROLES = ("weights", "sd_ckpt", "rdeic_ckpt")
 
 
 def missing_weights_message(what: str) -> str:
@@ -82,14 +94,11 @@ def how_to_fix(path: str | os.PathLike, role: str | None = None) -> str:
     role = role or guess_role(path)
     name = Path(path).name
     if role == "sd_ckpt":
-        return f"sd_ckpt must be the Stable Diffusion 2.1 base checkpoint `{SD_FILE}` from {SD_SOURCE}"
+        return f"sd_ckpt must be the Stable Diffusion 2.1 base checkpoint `{SD_FILE}` from {SD_SOURCE} (--sd-ckpt)"
     if role == "rdeic_ckpt":
-        return f"rdeic_ckpt must be an RDEIC checkpoint such as `{RDEIC_FILE}` ({RDEIC_SOURCE})"
+        return f"rdeic_ckpt must be an RDEIC checkpoint such as `{RDEIC_FILE}` ({RDEIC_SOURCE}; --rdeic-ckpt)"
     if role == "weights" and name.startswith("rdeic-tiny"):
-        return (
-            f"restore the shipped file (git checkout -- {TINY_DIR}/{name}) or retrain it "
-            f"(python -m harness.train.tiny --out {TINY_DIR})"
-        )
+        return shipped_fix(Path(TINY_DIR) / name, TINY_RECIPE)
     if role == "weights":
         return (
             "`weights` must be a merged .safetensors of the whole model (harness.codecs.rdeic.checkpoint."
@@ -102,158 +111,68 @@ def how_to_fix(path: str | os.PathLike, role: str | None = None) -> str:
     )
 
 
-def _fail(path: str | os.PathLike, role: str | None, problem: str) -> WeightsError:
-    what = f"{role} " if role else ""
-    fix = how_to_fix(path, role)
-    return WeightsError(f"RDEIC weights: {what}{path} {problem}; {fix}", problem, fix)
+WHAT = {
+    "sd_ckpt": f"the Stable Diffusion 2.1 base checkpoint {SD_FILE} (UNet, VAE, text tower)",
+    "rdeic_ckpt": f"an official RDEIC checkpoint such as {RDEIC_FILE} (control and compression modules)",
+    "weights": "a merged .safetensors of the whole model",
+}
 
 
-def _safetensors_problem(path: Path, size: int) -> str | None:
-    """Why ``path`` (which starts like a safetensors file) is not a complete one; ``None`` when it is."""
-    with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        if 8 + n > size:
-            return f"is a truncated safetensors file (its header alone needs {8 + n} bytes, the file has {size})"
-        raw = fh.read(n)
-    try:
-        header = json.loads(raw)
-        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-        return "is not a valid safetensors file (its header is not the JSON table of tensors)"
-    need = 8 + n + max(ends, default=0)
-    if need > size:
-        return f"is a truncated safetensors file (its header describes {need} bytes, the file has {size})"
-    return None
+def describe(
+    role: str | None, path: str | os.PathLike | None, config: str = "official", kind: str = "rdeic"
+) -> WeightFile:
+    """The :class:`WeightFile` of an RDEIC file in ``role`` (guessed from the name when None) for ``config``."""
+    role = role or guess_role(path or "") or "weights"
+    what = WHAT.get(role, "a weights file")
+    if role == "weights" and path is not None and Path(path).name.startswith("rdeic-tiny"):
+        what = "RDEIC-tiny's merged .safetensors, shipped in weights/rdeic-tiny/"
+    return WeightFile(
+        CODEC_NAMES[kind],
+        role,
+        None if path is None else str(path),
+        what,
+        how_to_fix(path or "", role),
+        ("state_dict",),
+        lambda shapes: structure_misfit(shapes, role, kind, config),
+    )
 
 
-def _looks_like_safetensors(head: bytes) -> bool:
-    if len(head) < 9:
-        return False
-    (n,) = struct.unpack("<Q", head[:8])
-    return head[8:9] == b"{" and 2 <= n < 100_000_000
+def weight_files(options: Any, kind: str = "rdeic") -> list[WeightFile]:
+    """The files an RDEIC (``kind`` rdeic) or RDEIC-VAE (``vae``) codec's ``options`` read: ``weights`` alone, or
+    the official pair (``rdeic_ckpt`` optional for the VAE); none with random weights."""
+    o = options
+    if o.weights is not None:
+        return [describe("weights", o.weights, o.config, kind)]
+    if o.sd_ckpt is None and o.rdeic_ckpt is None and o.allow_random_weights:
+        return []
+    files = [describe("sd_ckpt", o.sd_ckpt, o.config, kind)]
+    if kind == "rdeic" or o.rdeic_ckpt is not None:
+        files.append(describe("rdeic_ckpt", o.rdeic_ckpt, o.config, kind))
+    return files
 
 
 def sniff(path: str | os.PathLike, role: str | None = None) -> str:
-    """The format of a weights file from its first bytes (and, cheaply, its end): ``safetensors``,
-    ``pytorch-zip`` or ``pytorch-legacy``. Raises :class:`WeightsError` (one line) for a missing, empty,
-    truncated or unrecognised file, or a directory. Reads the safetensors header, not the tensors."""
-    p = Path(path)
-    if p.is_dir():
-        inside = sorted(c.name for c in p.iterdir() if c.suffix in (".ckpt", ".safetensors", ".pt", ".pth"))[:3]
-        holds = f" (it holds {', '.join(inside)})" if inside else ""
-        raise _fail(p, role, f"is a directory, not a weights file{holds}: give the file itself")
-    if not p.exists():
-        what = f"no file at {str(p)!r}" + (f" ({role})" if role else "")
-        raise WeightsError(missing_weights_message(what), "does not exist", how_to_fix(p, role))
-    if not p.is_file():
-        raise _fail(p, role, "is not a regular file")
-    try:
-        size = p.stat().st_size
-        with open(p, "rb") as fh:
-            head = fh.read(16)
-    except OSError as exc:
-        raise _fail(p, role, f"cannot be read ({exc.strerror or exc})") from None
-    if size == 0:
-        raise _fail(p, role, "is empty (0 bytes: an interrupted download or copy?)")
-    if head[:4] == b"PK\x03\x04":
-        if not zipfile.is_zipfile(p):
-            raise _fail(p, role, "is a truncated or damaged PyTorch checkpoint (its zip directory is missing)")
-        return TORCH_ZIP
-    if head[:1] == b"\x80" and 2 <= head[1] <= 5 and size > 16:
-        return TORCH_LEGACY
-    if _looks_like_safetensors(head):
-        problem = _safetensors_problem(p, size)
-        if problem:
-            raise _fail(p, role, problem)
-        return SAFETENSORS
-    shown = " ".join(f"{b:02x}" for b in head[:8])
-    raise _fail(p, role, f"is not a PyTorch checkpoint or a safetensors file (first bytes: {shown})")
+    """The format of an RDEIC weights file from its first bytes (see :func:`harness.codecs.checkpoints.inspect`)."""
+    return inspect(describe(role, path))
 
 
-def check_weights_file(path: str | os.PathLike, role: str | None = None) -> str:
+def check_weights_file(path: str | os.PathLike, role: str | None = None, kind: str = "rdeic") -> str:
     """``sniff`` under the name the codec uses: the cheap check a codec can run when it is built (header only)."""
-    return sniff(path, role)
-
-
-_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
-
-
-def _torch_load(path: Path, role: str | None, fmt: str):
-    try:
-        if path.suffix == ".safetensors":  # torch.load reads a path so named as safetensors: hand it the file
-            with open(path, "rb") as fh:
-                return torch.load(fh, map_location="cpu", weights_only=True)
-        # old-format (pickle) files cannot be memory-mapped; zip checkpoints are read exactly as always
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=fmt == TORCH_ZIP)
-    except MemoryError:
-        raise
-    except Exception as exc:  # every failure: one line naming the file
-        text = str(exc)
-        if "Weights only load failed" in text or type(exc).__name__ == "UnpicklingError":
-            m = _UNSUPPORTED_GLOBAL.search(text)
-            what = f" ({m.group(1)})" if m else ""
-            extract = (
-                f"python -c \"import torch; from safetensors.torch import save_file; o = torch.load('{path}', "
-                "weights_only=False); sd = o.get('state_dict', o); save_file({k: v.contiguous() for k, v in "
-                f"sd.items()}}, '{path.with_suffix('.safetensors')}')\""
-            )
-            problem = (
-                f"stores Python objects besides tensors{what}, which are not loaded for safety "
-                "(torch.load weights_only=True)"
-            )
-            fix = f"if you trust the file, extract its state dict with {extract} and pass the .safetensors instead"
-            who = f"{role} " if role else ""
-            raise WeightsError(f"RDEIC weights: {who}{path} {problem}; {fix}", problem, fix) from None
-        first = text.strip().splitlines()[0][:160] if text.strip() else type(exc).__name__
-        raise _fail(path, role, f"cannot be read as a PyTorch checkpoint, damaged or incomplete ({first})") from None
+    return inspect(describe(role, path, kind=kind))
 
 
 def read_state_dict(
-    path: str | os.PathLike, prefixes: tuple[str, ...] | None = None, role: str | None = None
+    path: str | os.PathLike, prefixes: tuple[str, ...] | None = None, role: str | None = None, kind: str = "rdeic"
 ) -> dict[str, torch.Tensor]:
     """A state dict from a Lightning ``.ckpt`` (its ``state_dict`` entry; ``weights_only=True``) or a
     ``.safetensors`` file (format read from the content), optionally only the keys under ``prefixes``.
     ``role`` (``sd_ckpt``, ``rdeic_ckpt``, ``weights``) only improves the error messages."""
-    path = Path(path)
-    fmt = sniff(path, role)
-    if fmt == SAFETENSORS:
-        from safetensors import safe_open
-
-        out = {}
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                for key in fh.keys():  # noqa: SIM118 (safe_open is not a dict)
-                    if prefixes is None or key.startswith(prefixes):
-                        out[key] = fh.get_tensor(key)
-        except MemoryError:
-            raise
-        except Exception as exc:  # safetensors' own errors, in one line
-            raise _fail(path, role, f"is not a readable safetensors file ({exc})") from None
-        return out
-    obj = _torch_load(path, role, fmt)
-    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
-        kind = f"keys {', '.join(map(repr, list(obj)[:4]))}" if isinstance(obj, dict) else type(obj).__name__
-        raise _fail(path, role, f"holds no state dict ({kind}; expected tensors by name, or under 'state_dict')")
-    bad = next(((k, v) for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
-    if bad is not None:
-        raise _fail(path, role, f"holds a state dict whose entry {bad[0]!r} is a {type(bad[1]).__name__}, not a tensor")
-    if prefixes is not None:
-        state = {k: v for k, v in state.items() if k.startswith(prefixes)}
-    return state
+    return read_state(describe(role, path, kind=kind), prefixes)
 
 
-def read_shapes(path: str | os.PathLike, role: str | None = None) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of a weights file without reading its tensors (safetensors header; memory-mapped
-    PyTorch zip checkpoints): for ``evaluate.py weights check``."""
-    path = Path(path)
-    fmt = sniff(path, role)
-    if fmt == SAFETENSORS:
-        with open(path, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n))
-        return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
-    return {k: tuple(v.shape) for k, v in read_state_dict(path, None, role).items()}
+def read_shapes(path: str | os.PathLike, role: str | None = None) -> Shapes:
+    """Key -> shape of a weights file without reading its tensors: for ``evaluate.py weights check``."""
+    return _read_shapes(describe(role, path))
 
 
 def merge_official(
@@ -285,39 +204,10 @@ def merge_official(
     return merged, notes
 
 
-def _shape(shape) -> str:
-    return "[" + ", ".join(str(int(d)) for d in shape) + "]"
+_PRESET_SHAPES: dict[str, Shapes] = {}
 
 
-def key_problems(
-    shapes: dict[str, tuple[int, ...]],
-    expected: dict[str, tuple[int, ...]],
-    entropy_keys: tuple[str, ...] = (),
-    optional: tuple[str, ...] = (),
-) -> str | None:
-    """How ``shapes`` (key -> shape, from a file) differ from ``expected``, in one line (None when they fit).
-    Keys under the ``optional`` prefixes may be absent; ``entropy_keys`` may have any shape."""
-    missing = sorted(k for k in set(expected) - set(shapes) if not (optional and k.startswith(optional)))
-    extra = sorted(set(shapes) - set(expected))
-    wrong = sorted(
-        k for k in expected if k in shapes and k not in entropy_keys and tuple(shapes[k]) != tuple(expected[k])
-    )
-    parts = []
-    if missing:
-        parts.append(f"missing {len(missing)} keys, e.g. {', '.join(missing[:3])}")
-    if extra:
-        parts.append(f"unexpected {len(extra)} keys, e.g. {', '.join(extra[:3])}")
-    if wrong:
-        k = wrong[0]
-        more = f" (and {len(wrong) - 1} more keys of other shapes)" if len(wrong) > 1 else ""
-        parts.append(f"shape of {k} is {_shape(shapes[k])} in the file, {_shape(expected[k])} expected{more}")
-    return "; ".join(parts) or None
-
-
-_PRESET_SHAPES: dict[str, dict[str, tuple[int, ...]]] = {}
-
-
-def preset_shapes(name: str) -> dict[str, tuple[int, ...]]:
+def preset_shapes(name: str) -> Shapes:
     """Key -> shape of the whole model of config ``name`` (built on the meta device: no memory, ~3 s official)."""
     if name not in _PRESET_SHAPES:
         from harness.codecs.rdeic.config import PRESETS
@@ -329,8 +219,13 @@ def preset_shapes(name: str) -> dict[str, tuple[int, ...]]:
     return _PRESET_SHAPES[name]
 
 
+def entropy_tables(shapes: Shapes) -> tuple[str, ...]:
+    """The GaussianConditional CDF buffers among ``shapes``' keys: any shape in a file (``update`` rebuilds them)."""
+    return tuple(k for k in shapes if k.startswith("preprocess_model.gaussian_conditional.") and "bound" not in k)
+
+
 def fitting_config(
-    shapes: dict[str, tuple[int, ...]], entropy_keys: tuple[str, ...] = (), scope: tuple[str, ...] | None = None
+    shapes: Shapes, entropy_keys: tuple[str, ...] = (), scope: tuple[str, ...] | None = None
 ) -> str | None:
     """The config (``official``, ``tiny``, ``test``) whose model ``shapes`` fit, if any (the text tower and
     ``logvar`` may be absent; with ``scope``, only the keys under those prefixes count). For the message
@@ -346,7 +241,7 @@ def fitting_config(
     return None
 
 
-def _config_of(expected: dict[str, tuple[int, ...]]) -> str | None:
+def _config_of(expected: Shapes) -> str | None:
     from harness.codecs.rdeic.config import PRESETS
 
     for name in sorted(PRESETS, key=lambda n: n == "official"):
@@ -356,14 +251,49 @@ def _config_of(expected: dict[str, tuple[int, ...]]) -> str | None:
     return None
 
 
+def structure_misfit(shapes: Shapes, role: str, kind: str, config: str) -> Misfit | None:
+    """How the tensor names/shapes of a file in ``role`` differ from what codec ``kind`` (rdeic, vae) of
+    ``config`` loads from it (None when they fit): a merged file is loaded as it is; the official pair is merged
+    first (each file is checked for the keys it brings, ``model_ema.*`` / ``perceptual_loss.*`` dropped)."""
+    full = preset_shapes(config)
+    entropy = entropy_tables(full)
+    fits = None
+    if kind == "vae":
+        vae = {k: v for k, v in full.items() if k.startswith("first_stage_model.")}
+        got = {k: v for k, v in shapes.items() if k.startswith("first_stage_model.")}
+        if role == "rdeic_ckpt":  # optional overrides: only those present must fit
+            problem = key_problems(got, {k: vae[k] for k in got if k in vae}) if got else None
+        else:
+            problem = key_problems(got, vae)
+            fits = fitting_config(got, (), ("first_stage_model.",)) if problem else None
+    elif role == "weights":  # loaded as it is (strictly): nothing is dropped from a merged file
+        problem = key_problems(shapes, full, entropy, ("cond_stage_model.", "logvar"))
+        fits = fitting_config(shapes, entropy_tables(shapes)) if problem else None
+    else:
+        got = {k: v for k, v in shapes.items() if not k.startswith(DROP_PREFIXES)}  # as the official merge drops
+        if role == "sd_ckpt":
+            sd = {k: v for k, v in full.items() if not k.startswith(TRAINED_PREFIXES)}
+            extra_trained = {k: full[k] for k in got if k.startswith(TRAINED_PREFIXES) and k in full}
+            problem = key_problems(got, {**sd, **extra_trained}, entropy, ("logvar",))
+        else:
+            trained = {k: v for k, v in full.items() if k.startswith(TRAINED_PREFIXES)}
+            beyond = {k: full[k] for k in got if k in full and not k.startswith(TRAINED_PREFIXES)}  # replace SD keys
+            problem = key_problems(got, {**trained, **beyond}, entropy)
+    if problem is None:
+        return None
+    fix = f'they are weights for config {fits!r}: set config = "{fits}"' if fits and fits != config else None
+    return Misfit(f"holds tensors that do not fit config {config!r}: {problem}", fix)
+
+
 def check_keys(
     state: dict[str, torch.Tensor],
-    expected: dict[str, tuple[int, ...]],
+    expected: Shapes,
     entropy_keys: tuple[str, ...],
     source: str | None = None,
     config: str | None = None,
     role: str | None = None,
     scope: tuple[str, ...] | None = None,
+    kind: str = "rdeic",
 ) -> None:
     """Exact key match, same shapes except the GaussianConditional CDF buffers (rebuilt by update()). Raises
     :class:`WeightsError` in one line: what differs, and the config the weights fit when they fit another.
@@ -375,14 +305,15 @@ def check_keys(
     if problem is None:
         return
     config = config or _config_of(expected)
-    src = f" {source}" if source else ""
     fits = fitting_config(shapes, entropy_keys, scope)
+    fix = None
     if fits is not None and fits != config:
         fix = f'they are weights for config {fits!r}: set config = "{fits}" (or give the files of config {config!r})'
-    else:
-        fix = how_to_fix(source or "", role)
     target = f"config {config!r}" if config else "the model"
-    raise WeightsError(f"RDEIC weights{src} do not fit {target}: {problem}; {fix}")
+    f = describe(role, source or "", config or "official", kind)
+    if role is None:  # the official pair, merged: both files named
+        f = WeightFile(f.codec, "files", source, f.what, how_to_fix(""))
+    raise fail(f, f"holds tensors that do not fit {target}: {problem}", fix)
 
 
 def save_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
@@ -391,27 +322,7 @@ def save_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike) ->
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
 
 
-def file_sha256(path: str | os.PathLike, _cache: dict = {}) -> str:  # noqa: B006 (deliberate memo)
-    """sha256 of a weights file (memoised per path, size and mtime: hashing 5 GB takes seconds)."""
-    try:
-        st = os.stat(path)
-        key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-        if key not in _cache:
-            h = hashlib.sha256()
-            with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
-            _cache[key] = h.hexdigest()
-    except IsADirectoryError:
-        raise _fail(path, None, "is a directory, not a weights file: give the file itself") from None
-    except FileNotFoundError:
-        raise WeightsError(missing_weights_message(f"no file at {str(path)!r}")) from None
-    except OSError as exc:
-        raise _fail(path, None, f"cannot be read ({exc.strerror or exc})") from None
-    return _cache[key]
-
-
-def read_text_cache(path: str | os.PathLike, key: str):
+def read_text_cache(path: str | os.PathLike, key: str) -> torch.Tensor | None:
     """The cached empty-prompt context ``context.<key>`` of a text cache file, ``None`` when the file does not
     hold it; a damaged cache raises one line (delete it: it is rebuilt from the weights)."""
     from safetensors.torch import load_file
@@ -419,6 +330,6 @@ def read_text_cache(path: str | os.PathLike, key: str):
     try:
         return load_file(str(path)).get(f"context.{key}")
     except Exception as exc:  # whatever safetensors raises
-        raise WeightsError(
-            f"RDEIC text cache {path} is damaged ({str(exc)[:120]}); delete it: it is rebuilt from the weights"
-        ) from None
+        problem = f"is damaged ({type(exc).__name__})"
+        fix = "delete it: it is rebuilt from the weights"
+        raise WeightsError(f"RDEIC text cache {path} {problem}; {fix}", problem, fix, "RDEIC", str(path)) from None

@@ -114,11 +114,9 @@ class RDEIC(LearnedCodec):
             from harness.codecs.rdeic.checkpoint import missing_weights_message
 
             raise CodecError(missing_weights_message("both sd_ckpt and rdeic_ckpt are needed"))
-        from harness.codecs.rdeic.checkpoint import check_weights_file
+        from harness.codecs.checkpoints import inspect_all
 
-        for role in ("sd_ckpt", "rdeic_ckpt", "weights"):  # one line each: missing, empty, a directory, truncated,
-            if getattr(o, role) is not None:  # not a checkpoint (reads the first bytes and headers only)
-                check_weights_file(getattr(o, role), role)
+        inspect_all(self.weight_files(o))  # one line each: missing, empty, a folder, truncated, not weights
         if self.random_weights:
             # Random weights decode to noise: the clean-quality control cannot apply (plumbing runs only).
             self.clean_psnr_floor_db = -math.inf
@@ -143,6 +141,13 @@ class RDEIC(LearnedCodec):
     def random_weights(self) -> bool:
         o = self.options
         return o.weights is None and o.sd_ckpt is None and o.rdeic_ckpt is None
+
+    @classmethod
+    def weight_files(cls, options: Options) -> list:
+        """The weight files ``options`` name, described for harness.codecs.checkpoints (checked before a run)."""
+        from harness.codecs.rdeic.checkpoint import weight_files
+
+        return weight_files(options, "rdeic")
 
     # -- identity -------------------------------------------------------------------------------------------
     def weights_hash(self) -> str:

@@ -102,11 +102,9 @@ class RDEICVAE(LearnedCodec):
             if not o.allow_random_weights:
                 raise CodecError(missing_weights_message("no weights given (rdeic-vae reads the VAE of sd_ckpt)"))
         if not self.random_weights:
-            from harness.codecs.rdeic.checkpoint import check_weights_file
+            from harness.codecs.checkpoints import inspect_all
 
-            for role in ("weights", "sd_ckpt", "rdeic_ckpt"):
-                if getattr(o, role) is not None:
-                    check_weights_file(getattr(o, role), role)  # one line: missing, empty, directory, truncated...
+            inspect_all(self.weight_files(o))  # one line each: missing, empty, a folder, truncated, not weights
         else:
             self.clean_psnr_floor_db = -math.inf  # random weights decode to noise (plumbing runs only)
         self.output_rounding = o.rounding
@@ -118,6 +116,13 @@ class RDEICVAE(LearnedCodec):
     def random_weights(self) -> bool:
         o = self.options
         return o.weights is None and o.sd_ckpt is None and o.rdeic_ckpt is None
+
+    @classmethod
+    def weight_files(cls, options: Options) -> list:
+        """The weight files ``options`` name, described for harness.codecs.checkpoints (checked before a run)."""
+        from harness.codecs.rdeic.checkpoint import weight_files
+
+        return weight_files(options, "vae")
 
     # -- identity -------------------------------------------------------------------------------------------
     def weights_hash(self) -> str:
@@ -166,14 +171,14 @@ class RDEICVAE(LearnedCodec):
                     vae = build()
                 vae = vae.to_empty(device="cpu")
                 if o.weights:
-                    state = read_state_dict(o.weights, (PREFIX,), role="weights")
+                    state = read_state_dict(o.weights, (PREFIX,), role="weights", kind="vae")
                 else:
-                    state = read_state_dict(o.sd_ckpt, (PREFIX,), role="sd_ckpt")
+                    state = read_state_dict(o.sd_ckpt, (PREFIX,), role="sd_ckpt", kind="vae")
                     if o.rdeic_ckpt:  # the official order: the SD dict updated with the RDEIC dict
-                        state.update(read_state_dict(o.rdeic_ckpt, (PREFIX,), role="rdeic_ckpt"))
+                        state.update(read_state_dict(o.rdeic_ckpt, (PREFIX,), role="rdeic_ckpt", kind="vae"))
                 expected = {PREFIX + k: tuple(v.shape) for k, v in vae.state_dict().items()}
                 source, role = self._source()
-                check_keys(state, expected, (), source=source, config=o.config, role=role, scope=(PREFIX,))
+                check_keys(state, expected, (), source=source, config=o.config, role=role, scope=(PREFIX,), kind="vae")
                 vae.load_state_dict({k[len(PREFIX) :]: v for k, v in state.items()}, strict=True)
             self._vae = vae.eval().to(torch.device(o.device))
         return self._vae
