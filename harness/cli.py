@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from harness.codecs.base import CodecError
-from harness.config import SuiteError, load_suite, suite_names
+from harness.config import SuiteError, load_suite
 from harness.console import routed_warnings
 from harness.datasets import DatasetError
 from harness.executors import EXECUTORS, ExecutorError
-from harness.registry import CODECS, CORRUPTIONS, DATASETS, METRICS, RegistryError
+from harness.registry import RegistryError
 from harness.rundir import RunDirectoryBusy
 
 
@@ -116,29 +116,66 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--timeout-min", type=_positive, default=60, help="per task; requeued on timeout/preemption")
     g.add_argument("--array-parallelism", type=_positive, default=256)
     g.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE", help="any other sbatch option")
-    p.add_argument("--rdeic-ckpt", help="RDEIC checkpoint (e.g. rdeic_2_step2.ckpt): sets the rdeic codec's rdeic_ckpt")
-    p.add_argument("--sd-ckpt", help="SD 2.1 checkpoint (v2-1_512-ema-pruned.ckpt): sets the rdeic codec's sd_ckpt")
+    g = p.add_argument_group("codec options (docs/codecs.md: official weights of each codec)")
+    g.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="CODEC.OPTION=VALUE",
+        help="set a codec option (repeatable): CODEC is a label of the suite or a codec/preset name, e.g. "
+        "--set ldm-rsic.elic_ckpt=PATH --set dicm.ckpt=PATH; VALUE is read as TOML (2, 0.5, true) else as text",
+    )
+    g.add_argument("--rdeic-ckpt", help="alias of --set rdeic.rdeic_ckpt=PATH (e.g. rdeic_2_step2.ckpt)")
+    g.add_argument("--sd-ckpt", help="alias of --set rdeic.sd_ckpt=PATH (v2-1_512-ema-pruned.ckpt)")
     return p
 
 
 def list_everything() -> str:
-    lines = ["suites:      " + ", ".join(suite_names())]
-    for title, reg in (("codecs", CODECS), ("corruptions", CORRUPTIONS), ("datasets", DATASETS), ("metrics", METRICS)):
-        lines.append(f"{title + ':':<12} " + ", ".join(reg.names()))
-    return "\n".join(lines)
+    """``--list``: each suite, codec, corruption, dataset and metric with one line about it (harness/listing.py)."""
+    from harness.listing import list_everything as listing
+
+    return listing()
+
+
+#: The options of RDEIC's two official checkpoints: their flags and ``--set rdeic.*`` keep RDEIC's own rules
+#: (harness/codecs/rdeic/flags.py: "rdeic-auto", the VAE-only bound takes the SD file too).
+RDEIC_FILES = ("rdeic_ckpt", "sd_ckpt")
+
+
+def codec_overrides(args: argparse.Namespace) -> tuple[list[Any], str | None, str | None]:
+    """(the ``--set`` overrides other than RDEIC's two checkpoints, rdeic_ckpt, sd_ckpt). ``--rdeic-ckpt P`` is
+    ``--set rdeic.rdeic_ckpt=P`` and ``--sd-ckpt P`` is ``--set rdeic.sd_ckpt=P``; giving both forms is refused."""
+    from harness.options import parse_override
+
+    overrides = [parse_override(text, UsageError) for text in args.set]
+    files = {"rdeic_ckpt": args.rdeic_ckpt, "sd_ckpt": args.sd_ckpt}
+    for o in overrides:
+        if o.name == "rdeic" and o.option in RDEIC_FILES:
+            if files[o.option] not in (None, str(o.value)):
+                flag = "--" + o.option.replace("_", "-")
+                raise UsageError(f"--set {o.text} and {flag} {files[o.option]} disagree: give one of them")
+            files[o.option] = str(o.value)
+    rest = [o for o in overrides if not (o.name == "rdeic" and o.option in RDEIC_FILES)]
+    return rest, files["rdeic_ckpt"], files["sd_ckpt"]
 
 
 def run_suite(args: argparse.Namespace) -> int:
     from harness.codecs.rdeic.flags import resolve_auto, with_weight_flags
+    from harness.options import apply_overrides
 
     suite = load_suite(args.suite)
+    overrides, args.rdeic_ckpt, args.sd_ckpt = codec_overrides(args)
     if suite.finetune is not None:
+        if overrides:
+            raise UsageError(f"--set {overrides[0].text}: a [finetune] suite takes its options from [finetune] in "
+                             "its TOML (only --rdeic-ckpt / --sd-ckpt apply)")
         return run_finetune_suite(args, suite)
     suite, which_rdeic = resolve_auto(suite, args.rdeic_ckpt, args.sd_ckpt)  # "rdeic-auto": official or tiny
     if which_rdeic is None:
         suite = with_weight_flags(suite, args.rdeic_ckpt, args.sd_ckpt)  # no-op without the flags
     else:
         print(which_rdeic)
+    suite = apply_overrides(suite, overrides, UsageError)  # --set: checked against each codec's options
     out = args.out or Path("runs") / suite.name
     with routed_warnings(out):
         return _run_plain_suite(args, suite, out)
