@@ -24,6 +24,27 @@ into native-size tiles (edge tiles reflect-padded), enhances each with its own p
 
 The compression network always runs on the CPU in float32, in ``encode`` and in ``parse``, so that entropy
 parameters, hence rANS indexes, agree bit for bit (brief §6.10); the MEN and the sampler run on ``device``.
+
+Official or ours. With ``config = "official"``, ``geometry = "faithful"`` and 4 steps, every computation is the
+official code's (mlkk518/LDM-RSIC: ``ELIC/Network.py`` with compressai 1.1.5's tables, ``Inference.py``'s
+bottom/right padding, ``save_image`` between the stages, ``DiffIR/archs/S2_arch.py``, ``ldm/ddpm.py``, BasicSR's
+``tensor2img``): ``tests/test_parity_ldm_rsic.py`` checks it stage by stage against the official outputs of the
+parity kit (``../shared/parity/ldm_rsic``), strings byte for byte. These are OURS, not the official code's:
+
+- the container (header with magic, λ index, sizes and string lengths; the official code writes no file; its bpp
+  counts the strings only, ours the whole file);
+- F_T drawn from a generator seeded by the decode seed (the official code uses torch's global RNG);
+- ``geometry = "tiled"``: the official S2 raises on any size but 256 x 256 (the DFAM's prior map is fixed); tiling
+  into native-size tiles, each with its own prior, is our extension;
+- ``steps < 4``: a DDIM (eta = 0) subset of the timesteps (the official sampler always runs all 4);
+- ``prior = "none"``: the official MEN skips the DFAM when given no prior (``BasicLayer``), but the official
+  pipeline always generates one; with weights trained with the prior this is an ablation, not the paper's
+  separately trained "w/o DFAM" model;
+- ``enhance = false`` returns ELIC's decode as the official intermediate PNG (the same pixels);
+- strict loading (the official test loads S2 with ``strict_load_g: False``), zero-padded rANS strings and the
+  latent bound (robustness to corrupted streams; a clean decode is unchanged), the compression network pinned to
+  the CPU in float32;
+- the ``tiny`` and ``test`` configs (widths, K = 1, ``global_residual``): the project's own models.
 """
 
 from __future__ import annotations
