@@ -56,6 +56,7 @@ def compressai_results(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)
         return []
     rd = tables.rd_summary(tables.prepare(cells) if "level_value" not in cells else cells, metrics)
     data = [k for k in tables.DATA_KEYS if k in rd] or ["dataset"]
+    built, names = tables.built_names(cells), tables.display_names(cells)
     out = []
     for key, g in rd.groupby([*data, "curve"], sort=True, dropna=False):
         where = dict(zip([*data, "curve"], key, strict=True))
@@ -74,11 +75,14 @@ def compressai_results(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)
         results["images"] = [int(v) for v in points["images"]]
         results["codec"] = [str(v) for v in points["codec"]]
         dataset = " ".join(f"{k}={where[k]}" for k in data)
+        first = str(g["codec"].iloc[0])
+        configs = "; ".join(f"{c} = {built.get(str(c), str(c))}" for c in g["codec"])
         document = {
-            "name": str(where["curve"]),
+            # the build where the label does not name it: numbers of rdeic-tiny@low never travel as "rdeic"
+            "name": str(where["curve"]) + names.get(first, first)[len(first) :],
             "description": (
                 f"codec-robustness-harness: clean decodes (no corruption) on {dataset}; mean bpp and mean quality "
-                f"over the same images per point; configurations {', '.join(map(str, g['codec']))}"
+                f"over the same images per point; configurations as built: {configs}"
             ),
             "results": results,
         }

@@ -214,6 +214,7 @@ def grid_rows(
     m = "psnr" if "psnr" in metrics else (metrics[0] if metrics else None)
     rows = []
     original = None
+    names = tables.display_names(cells)
     started = time.perf_counter()
     with Redecoder(run_dir, store, timeout_s) as rd:
         c = c.assign(_series=tables.varying_label(list(c["params"])))
@@ -242,8 +243,23 @@ def grid_rows(
                 if out.image is None and row["status"] != Status.OK.value:
                     caption = f"{row['status']}: {row.get('error_type') or ''}"
                 tiles.append((_tile_title(row), out.image, caption))
-            rows.append({"codec": f"{label}\n{series}" if several and series else label, "tiles": tiles})
+            shown = names.get(str(label), str(label))
+            rows.append({"codec": f"{shown}\n{series}" if several and series else shown, "tiles": tiles})
     return rows
+
+
+def _named(frame: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
+    """``frame`` with its codec labels (and RD curve names) replaced by the names figures show
+    (:func:`reports.tables.display_names`: the build in brackets where the label does not name it)."""
+    if frame.empty or "codec" not in frame:
+        return frame
+    out = frame.assign(codec=[names.get(str(c), str(c)) for c in frame["codec"]])
+    if "curve" in frame:
+        suffix: dict[str, str] = {}
+        for curve, codec in zip(frame["curve"], frame["codec"], strict=True):
+            suffix.setdefault(str(curve), names.get(str(codec), str(codec))[len(str(codec)) :])
+        out["curve"] = [f"{c}{suffix[str(c)]}" for c in frame["curve"]]
+    return out
 
 
 def _figure(rep: Report, name: str, draw) -> None:
@@ -296,14 +312,16 @@ def build(
             rep.compressai = write_compressai_json(run_dir, cells, computed)
         except Exception as exc:
             rep.notes.append(f"CompressAI JSON not written: {type(exc).__name__}: {exc}")
-        colours = plots.codec_colours(cells["codec_label"])
+        names = tables.display_names(cells)  # legends name the build where the label does not (rdeic-tiny@low)
+        shown_summary, shown_rd = _named(summary, names), _named(rd, names)
+        colours = plots.codec_colours(names.get(str(c), str(c)) for c in cells["codec_label"])
         axis = tables.level_axis(cells["params"].iloc[0])
-        _figure(rep, "failure_rate", lambda: plots.failure_rate(summary, axis, out, colours))
+        _figure(rep, "failure_rate", lambda: plots.failure_rate(shown_summary, axis, out, colours))
         if computed:
             shown = computed[:MAX_QUALITY_METRICS]
-            _figure(rep, "quality", lambda: plots.quality(summary, shown, axis, out, colours))
-            _figure(rep, "rd", lambda: plots.rd_curves(rd, computed[:2], out, colours))
-        _figure(rep, "status", lambda: plots.status_composition(summary, out))
+            _figure(rep, "quality", lambda: plots.quality(shown_summary, shown, axis, out, colours))
+            _figure(rep, "rd", lambda: plots.rd_curves(shown_rd, computed[:2], out, colours))
+        _figure(rep, "status", lambda: plots.status_composition(shown_summary, out))
         if grid:
             try:
                 timeout = float(json.loads(prov.get("timeout_s", "30")))
@@ -369,6 +387,14 @@ def _ood(run_dir: Path, out: Path, rep: Report) -> dict | None:
         "adapters": ood.adapters_table(record.get("groups", [])),
         "bitstreams": pd.DataFrame(record.get("bitstreams", [])),
     }
+
+
+BUILT_INTRO = (
+    "Which model made every number: each codec label of the suite with the registry name that ran (a suite's "
+    "rdeic-auto runs the official RDEIC only with its checkpoints, else rdeic-tiny@low), its model, sampling steps, "
+    "device and precision, the sha256 of its weights and the fingerprint its cells are keyed by (first 12 hex "
+    "digits). Tables and figures name the build beside the label where the label does not."
+)
 
 
 OOD_INTRO = (
@@ -461,6 +487,7 @@ def _headline_markdown(rep: Report) -> list[str]:
 def _write_markdown(rep, run_dir, cells, summary, metrics, threshold, rd, bd, prov) -> None:
     esc = tables.md_escape
     parts = [f"# {esc(_title(prov, run_dir), label=False)}", "", esc(tables.footer(cells), label=False), ""]
+    parts += ["## Codecs as built", "", BUILT_INTRO, "", _markdown(tables.codecs_as_built(cells)), ""]
     for note in rep.notes:
         parts += [f"> {esc(note, label=False)}", ""]
     parts += ["## Headline: failure % per level [Wilson 95% CI]", "", *_headline_markdown(rep)]
@@ -517,6 +544,11 @@ details{margin:0.5em 0} pre{white-space:pre-wrap;font-size:11px;background:#f7f7
 def _write_html(rep, run_dir, cells, summary, metrics, threshold, rd, bd, prov) -> None:
     e = html.escape
     body = [f"<h1>{e(_title(prov, run_dir))}</h1>", f"<p>{e(tables.footer(cells))}</p>"]
+    body += [
+        "<h2>Codecs as built</h2>",
+        f"<p>{e(BUILT_INTRO)}</p>",
+        _scroll(_html_table(tables.codecs_as_built(cells))),
+    ]
     body += [f'<p class="note">{e(n)}</p>' for n in rep.notes]
     if rep.headline:
         body.append("<h2>Headline: failure % per level [Wilson 95% CI]</h2>")

@@ -123,6 +123,88 @@ def fec_label(fec: object) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(value.items()))
 
 
+#: Resolved options that say which model ran, in the order :func:`built_names` names them.
+BUILT_FACTS = ("config", "steps", "device", "precision")
+
+
+def _json(value: object) -> dict:
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+    return value if isinstance(value, dict) else {}
+
+
+def codecs_as_built(cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per codec label: what the label's cells were made by, from the store (never from the label).
+    Columns: ``codec`` (the suite's label), ``built as`` (the registry name that ran, e.g. ``rdeic-tiny@low``
+    for a suite's ``rdeic-auto``), ``model`` (``tiny`` / ``official``...), ``steps``, ``device``, ``precision``,
+    ``weights sha256`` (first 12 hex digits; "–" without weights), ``fingerprint`` (first 12), ``cells``.
+    A label whose cells come from several builds (a resumed run after a change) lists each."""
+    if cells.empty or "codec_label" not in cells:
+        return pd.DataFrame()
+    facts = []
+    for r in cells.drop_duplicates(
+        [c for c in ("codec_label", "codec_name", "codec_config", "weights_hash", "codec_fingerprint") if c in cells]
+    ).to_dict("records"):
+        config = _json(r.get("codec_config"))  # a rate-matched config's per-image target is not a fact of the build
+        weights = r.get("weights_hash")
+        facts.append(
+            {
+                "codec": r["codec_label"],
+                "built as": r.get("codec_name") or r["codec_label"],
+                "model": config.get("config", "–"),
+                "steps": config.get("steps", "–"),
+                "device": config.get("device", "–"),
+                "precision": config.get("precision", "–"),
+                "weights sha256": str(weights)[:12] if isinstance(weights, str) and weights else "–",
+                "fingerprint": str(r.get("codec_fingerprint", ""))[:12],
+            }
+        )
+    table = pd.DataFrame(facts).astype(str).drop_duplicates()
+    counts = cells.groupby("codec_label", sort=False).size()
+    rows = [{**r, "cells": int(counts[r["codec"]])} for r in table.to_dict("records")]
+    return pd.DataFrame(rows)
+
+
+def built_names(cells: pd.DataFrame) -> dict[str, str]:
+    """Per codec label, the config as built in one line, e.g. ``rdeic-tiny@low (tiny, 2 steps, cpu fp32,
+    weights 0820d276)``; a codec without weights or model facts is its registry name (``j2k-plain``). Several
+    builds under one label are joined with `` + ``."""
+    table = codecs_as_built(cells)
+    out: dict[str, list[str]] = {}
+    for r in table.to_dict("records"):
+        facts = []
+        if r["model"] != "–":
+            facts.append(str(r["model"]))
+        if r["steps"] != "–":
+            facts.append(f"{r['steps']} steps")
+        runtime = " ".join(str(r[k]) for k in ("device", "precision") if r[k] != "–")
+        if runtime:
+            facts.append(runtime)
+        if r["weights sha256"] != "–":
+            facts.append(f"weights {r['weights sha256'][:8]}")
+        text = str(r["built as"]) + (f" ({', '.join(facts)})" if facts else "")
+        out.setdefault(str(r["codec"]), []).append(text)
+    return {label: " + ".join(dict.fromkeys(texts)) for label, texts in out.items()}
+
+
+def display_names(cells: pd.DataFrame) -> dict[str, str]:
+    """Per codec label, the name figures and legends show: the label, with the build in brackets when the label
+    alone does not name it (weights, or a registry name the label does not contain), e.g. ``rdeic
+    [rdeic-tiny@low, weights 0820d276]``."""
+    out = {}
+    for r in codecs_as_built(cells).drop_duplicates("codec").to_dict("records"):
+        label, built = str(r["codec"]), str(r["built as"])
+        extra = [] if built in label else [built]
+        if r["weights sha256"] != "–":
+            extra.append(f"weights {r['weights sha256'][:8]}")
+        out[label] = f"{label} [{', '.join(extra)}]" if extra else label
+    return out
+
+
 def _data_keys(frame: pd.DataFrame) -> list[str]:
     return [k for k in DATA_KEYS if k in frame]
 
@@ -324,6 +406,7 @@ def summarise(
                     imputed_cols.append(col)
     has_fec = "fec_passed" in cells
     keys = _groups(cells)
+    built = built_names(cells)
     rows = []
     for group, g in cells.groupby(keys, sort=False, dropna=False):
         k = dict(zip(keys, group, strict=True))
@@ -334,6 +417,7 @@ def summarise(
         row = {
             **{d: k[d] for d in _data_keys(cells)},
             "codec": k["codec_label"],
+            "codec_built": built.get(str(k["codec_label"]), str(k["codec_label"])),
             "corruption": k["corruption"],
             "scope": k["scope"],
             "level": k["level"],
@@ -413,12 +497,14 @@ def per_image(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> pd.D
         return pd.DataFrame()
     cells = prepare(cells) if "level_value" not in cells else cells
     keys = ["dataset", "image_id", "image_sha256", *(k for k in _groups(cells) if k != "dataset")]
+    built = built_names(cells)
     rows = []
     for group, g in cells.groupby(keys, sort=True, dropna=False):
         ok = g[g["status"] == Status.OK.value]
         row = dict(zip(keys, group, strict=True))
         row.update(
             {
+                "codec_built": built.get(str(row["codec_label"]), str(row["codec_label"])),
                 "level_value": g["level_value"].iloc[0],
                 "cells": len(g),
                 "n_ok": len(ok),
@@ -470,6 +556,7 @@ def rd_summary(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> pd.
     ok = cells[cells["status"] == Status.OK.value]
     clean = ok.groupby(keys, sort=True, dropna=False)[cols].first() if cols else pd.DataFrame(index=bpp.index)
     pairs = bpp.to_frame().join(clean, how="left").reset_index()
+    built = built_names(cells)
     rows = []
     for group, g in pairs.groupby([*data, "codec_label"], sort=True, dropna=False):
         label = group[-1]
@@ -477,6 +564,7 @@ def rd_summary(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)) -> pd.
         used = g.dropna(subset=present) if present else g.iloc[0:0]
         total = g["image_sha256"].nunique()
         row = {**dict(zip(data, group[:-1], strict=True)), "curve": curve_of(label), "codec": label}
+        row["codec_built"] = built.get(str(label), str(label))
         row["images"] = used["image_sha256"].nunique()
         row["decodes"] = len(used)
         row["images_left_out"] = total - row["images"]
@@ -569,7 +657,32 @@ def bd_quality(anchor: pd.DataFrame, test: pd.DataFrame, metric: str, method: st
     return _bd_call("bd_psnr", anchor, test, metric, method)
 
 
-BD_COLUMNS = ["anchor", "test", "metric", "bd_rate_pct", "bd_quality", "bd_quality_unit", "points", "note"]
+BD_COLUMNS = [
+    "anchor",
+    "test",
+    "metric",
+    "bd_rate_pct",
+    "bd_quality",
+    "bd_quality_unit",
+    "quality_overlap",
+    "rate_overlap",
+    "points",
+    "note",
+]
+
+#: A BD number integrates the gap between two curves over the range where both exist. Below this share of the
+#: longer curve's range (quality range for BD-rate, log-rate range for BD-quality) the number rests on an
+#: extrapolation-sized sliver of the curves: it is not given, and the note says why (the ``bjontegaard``
+#: package only warns, and its warning is silenced here).
+MIN_BD_OVERLAP = 0.5
+
+
+def overlap_share(a: np.ndarray, b: np.ndarray) -> float:
+    """The share of the longer of two ranges (``a``, ``b``: the values of each curve) that both cover, in
+    [0, 1]; 0 when they do not overlap (or when both are single points)."""
+    lo, hi = max(np.min(a), np.min(b)), min(np.max(a), np.max(b))
+    longest = max(np.ptp(a), np.ptp(b))
+    return float(max(hi - lo, 0.0) / longest) if longest > 0 else 0.0
 
 
 def bd_table(
@@ -615,26 +728,41 @@ def _bd_pair(key: dict, anchor: str, test: str, curves: dict, metric: str, metho
     row["points"] = f"{len(a)} vs {len(t)}"
     notes = [method]
     q_lo, q_hi = max(a[metric].min(), t[metric].min()), min(a[metric].max(), t[metric].max())
-    r_lo, r_hi = max(a["bpp"].min(), t["bpp"].min()), min(a["bpp"].max(), t["bpp"].max())
-    if q_hi > q_lo:
-        notes.append(f"{metric} overlap {q_lo:.3g}–{q_hi:.3g}")
+    q_share = overlap_share(a[metric].to_numpy(dtype=float), t[metric].to_numpy(dtype=float))
+    r_share = overlap_share(np.log10(a["bpp"].to_numpy(dtype=float)), np.log10(t["bpp"].to_numpy(dtype=float)))
+    row["quality_overlap"], row["rate_overlap"] = q_share, r_share
+    if q_hi <= q_lo:
+        row["bd_rate_pct"] = math.nan
+        notes.append(f"{metric} ranges do not overlap: no BD-rate")
+    elif q_share < MIN_BD_OVERLAP:
+        row["bd_rate_pct"] = math.nan
+        notes.append(
+            f"no BD-rate: the {metric} ranges overlap on {q_share:.0%} of the longer curve's range "
+            f"({q_lo:.3g}–{q_hi:.3g}), below the {MIN_BD_OVERLAP:.0%} a BD number needs"
+        )
+    else:
+        notes.append(f"{metric} overlap {q_lo:.3g}–{q_hi:.3g} ({q_share:.0%})")
         try:
             row["bd_rate_pct"] = bd_rate(a, t, metric, method)
         except Exception as exc:  # one pair's failure is recorded, never raised
             row["bd_rate_pct"] = math.nan
             notes.append(f"BD-rate failed: {type(exc).__name__}: {exc}")
+    r_lo, r_hi = max(a["bpp"].min(), t["bpp"].min()), min(a["bpp"].max(), t["bpp"].max())
+    if r_hi <= r_lo:
+        row["bd_quality"] = math.nan
+        notes.append(f"bpp ranges do not overlap: no BD-{metric}")
+    elif r_share < MIN_BD_OVERLAP:
+        row["bd_quality"] = math.nan
+        notes.append(
+            f"no BD-{metric}: the log-rate ranges overlap on {r_share:.0%} of the longer curve's range "
+            f"({r_lo:.3g}–{r_hi:.3g} bpp), below the {MIN_BD_OVERLAP:.0%} a BD number needs"
+        )
     else:
-        row["bd_rate_pct"] = math.nan
-        notes.append(f"{metric} ranges do not overlap: no BD-rate")
-    if r_hi > r_lo:
         try:
             row["bd_quality"] = bd_quality(a, t, metric, method)
         except Exception as exc:
             row["bd_quality"] = math.nan
             notes.append(f"BD-{metric} failed: {type(exc).__name__}: {exc}")
-    else:
-        row["bd_quality"] = math.nan
-        notes.append(f"bpp ranges do not overlap: no BD-{metric}")
     if a_sets and t_sets and len(a_sets | t_sets) > 1:
         notes.append("points rest on different image sets")
     notes += [f"{anchor}: {n}" for n in a_notes] + [f"{test}: {n}" for n in t_notes]
@@ -730,7 +858,7 @@ def computed_metrics(table: pd.DataFrame, metrics: tuple[str, ...]) -> tuple[str
 
 
 #: Columns of :func:`human_table` whose text comes from the data (labels): escaped in full in Markdown.
-LABEL_COLUMNS = ("dataset", "preprocessing", "codec", "corruption", "scope", "level", "FEC")
+LABEL_COLUMNS = ("dataset", "preprocessing", "codec", "built as", "corruption", "scope", "level", "FEC")
 
 _MD_TEXT = {"\\": "\\\\", "|": "\\|", "`": "\\`", "*": "\\*", "_": "\\_", "<": "&lt;", ">": "&gt;", "&": "&amp;"}
 _MD_TEXT.update({"\n": " ", "\r": " "})
@@ -780,6 +908,7 @@ def human_table(
         row = {
             **{k: r[k] for k in data},
             "codec": r["codec"],
+            **({"built as": r["codec_built"]} if r.get("codec_built", r["codec"]) != r["codec"] else {}),
             "corruption": r["corruption"],
             "scope": r["scope"],
             "level": r["level"],
@@ -918,6 +1047,18 @@ def summary_notes(table: pd.DataFrame, metrics: tuple[str, ...]) -> list[str]:
     return [n for n in notes if n]
 
 
+def built_markdown(cells: pd.DataFrame) -> str:
+    """The "Codecs as built" table (:func:`codecs_as_built`) as Markdown with its heading line, "" when empty."""
+    table = codecs_as_built(cells)
+    if table.empty:
+        return ""
+    return (
+        "Codecs as built (which model, weights and settings made every number below):\n\n"
+        + markdown_table(table, ("codec", "built as"))
+        + "\n\n"
+    )
+
+
 def has_parquet() -> bool:
     return importlib.util.find_spec("pyarrow") is not None
 
@@ -939,7 +1080,9 @@ def write_summary(out_dir: Path, cells: pd.DataFrame, metrics: tuple[str, ...], 
     write_frame(table, out_dir / "summary.csv")
     write_frame(per_image(cells, metrics), out_dir / "per_image.csv")
     notes = " ".join(summary_notes(table, metrics))
-    text = f"## {md_escape(title, label=False)}\n\n{to_markdown(table, metrics)}\n\n{footer(cells)}"
+    text = (
+        f"## {md_escape(title, label=False)}\n\n{built_markdown(cells)}{to_markdown(table, metrics)}\n\n{footer(cells)}"
+    )
     text += f"{' ' + notes if notes else ''}\n"
     (out_dir / "summary.md").write_text(text)
     return text

@@ -123,6 +123,18 @@ def _table_lines(title: str, frame: pd.DataFrame, keys: dict[str, str], width: i
     return lines + _render(frame[[level, *chunk]], [level, *(keys[c] for c in chunk)])
 
 
+def built_lines(summary: pd.DataFrame) -> list[str]:
+    """``Built: rdeic = rdeic-tiny@low (tiny, 2 steps, cpu fp32, weights 0820d276)`` for each codec label that
+    does not name its build by itself (summary column ``codec_built``)."""
+    if "codec_built" not in summary:
+        return []
+    out = []
+    for codec, built in summary[["codec", "codec_built"]].drop_duplicates().itertuples(index=False):
+        if "(" in str(built) or str(built).split(" ")[0] not in str(codec):
+            out.append(f"Built: {codec} = {built}")
+    return out
+
+
 def headline(
     cells_or_summary: pd.DataFrame,
     metrics: tuple[str, ...] = ("psnr",),
@@ -139,9 +151,14 @@ def headline(
         return "(no cells)"
     found = headline_tables(summary)
     codecs = sorted({c for _, f in found for c in f.columns[1:]}, key=str)
+    built = built_lines(summary)
     keys = {c: f"[{i + 1}]" for i, c in enumerate(codecs)}
     numbered = any(not _fits(f, list(f.columns), width) for _, f in found)
     lines: list[str] = []
+    for line in built:
+        lines += _wrap(line, width, "  ")
+    if built:
+        lines.append("")
     if numbered:
         lines.append("Codecs:")
         for c in codecs:

@@ -4,6 +4,7 @@ levels carry the units their corruption declares, paired comparisons have named 
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -230,3 +231,68 @@ def test_an_ablation_following_the_full_model_is_the_reference():
     assert (c.reference, c.treatment) == ("elic-only", "ldm") and c.differs == "prior: none → dfam"
     table = paired.paired_table(cells, c, ("psnr",))
     assert (table["psnr_diff"] > 0.49).all()
+
+
+# -- which model made the numbers ------------------------------------------------------------------------------
+def test_every_shareable_output_names_the_codec_as_built(tmp_path):
+    """A label that does not name its model (as a suite's ``rdeic`` runs rdeic-tiny@low): summary.md/.csv,
+    report.md/.html, the CompressAI JSON and the figures' names carry the registry name and the weights hash
+    (old code: only the label, so a tiny model's numbers could be pasted as RDEIC's)."""
+    import hashlib
+
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"tiny weights")
+    prefix = hashlib.sha256(b"tiny weights").hexdigest()[:8]  # the oracle: the file itself
+    suite = write_suite(
+        tmp_path / "s.toml",
+        codecs=f'[[codecs]]\ncodec = "fake_weights"\nlabel = "model"\noptions = {{ weights = "{weights}" }}\n',
+        corruptions='[[corruptions]]\ncorruption = "bsc"\nscopes = ["all"]\ngrid = { ber = [0.0, 1e-3] }\n',
+        seeds=1,
+        limit_images=1,
+    )
+    out = tmp_path / "run"
+    assert main(["--suite", str(suite), "--out", str(out), "--no-progress"]) == 0
+    assert main(["report", str(out), "--no-grid"]) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert all("fake_weights" in b and prefix in b for b in summary["codec_built"])
+    for text in (
+        (out / "summary.md").read_text(),
+        (out / "report.md").read_text(),
+        (out / "report.html").read_text(),
+    ):
+        assert "fake\\_weights" in text or "fake_weights" in text
+        assert prefix in text
+    (doc,) = [json.loads(p.read_text()) for p in (out / "compressai").glob("**/*.json")]
+    assert "fake_weights" in doc["name"] and prefix in doc["name"] and prefix in doc["description"]
+    from harness.store import ResultStore
+
+    store = ResultStore(out / "results.sqlite")
+    try:
+        names = tables.display_names(store.cells_frame())
+    finally:
+        store.close()
+    assert names == {"model": f"model [fake_weights, weights {prefix}]"}
+
+
+# -- BD numbers only where the curves overlap enough (#23) --------------------------------------------------------
+def _rd(points: dict[str, list[tuple[float, float]]]) -> pd.DataFrame:
+    rows = []
+    for curve, pts in points.items():
+        for i, (bpp, psnr) in enumerate(pts):
+            rows.append({"dataset": "d", "curve": curve, "codec": f"{curve}@{i}", "bpp": bpp, "psnr": psnr})
+    return pd.DataFrame(rows)
+
+
+def test_bd_numbers_from_curves_overlapping_on_a_sliver_are_not_given():
+    """Old code printed a BD-rate from curves whose PSNR ranges overlap on 1 % (0.1 of 10 dB), an ordinary
+    number with the package's warning silenced."""
+    rd = _rd({"a": [(0.1, 20.0), (0.2, 25.0), (0.4, 30.0)], "b": [(0.5, 29.9), (1.0, 35.0), (2.0, 40.0)]})
+    bd, _ = tables.bd_table(rd, ("psnr",))
+    row = bd.iloc[0]
+    assert row["quality_overlap"] == pytest.approx(0.1 / 10.1)
+    assert math.isnan(row["bd_rate_pct"]) and "overlap on 1%" in row["note"] and "below the 50%" in row["note"]
+    assert math.isnan(row["bd_quality"]) and "bpp ranges do not overlap" in row["note"]
+    # the same curve at half the rate: full overlap, the known answer -50 %
+    rd = _rd({"a": [(0.1, 20.0), (0.2, 25.0), (0.4, 30.0)], "b": [(0.05, 20.0), (0.1, 25.0), (0.2, 30.0)]})
+    row = tables.bd_table(rd, ("psnr",))[0].iloc[0]
+    assert row["quality_overlap"] == 1.0 and row["bd_rate_pct"] == pytest.approx(-50.0, abs=0.5)
