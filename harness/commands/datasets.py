@@ -84,14 +84,36 @@ def list_datasets() -> str:
         local = [p for p in (data_root() / name, cache_root() / name) if p.exists()]
         hub = card.get("sources", {}).get("default_hub_id")
         found = f"local: {local[0]}" if local else (f"hub: {hub} (if cached or online)" if hub else "not found")
-        licence = str(card.get("licence", ""))
-        licence = licence if len(licence) <= 20 else licence[:17] + "..."
-        rows.append((name, card.get("title", ""), licence, card.get("default_preprocessing", "none"), found))
-    widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
-    lines = [
-        "  ".join(str(v).ljust(w) for v, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
-        for r in [("name", "title", "licence", "default preprocessing", "source"), *rows]
-    ]
+        rows.append(
+            (
+                name,
+                card.get("title", ""),
+                str(card.get("licence", "")),
+                card.get("default_preprocessing", "none"),
+                found,
+            )
+        )
+    return _render(rows)
+
+
+#: Terminal width of the listing (as the run's headline).
+WIDTH = 100
+
+
+def _render(rows: list[tuple]) -> str:
+    """Two lines or more per dataset within :data:`WIDTH` columns: name and title, then licence, default
+    preprocessing and where it is found, indented under the title (long paths wrap; nothing is cut)."""
+    import textwrap
+
+    indent = max(len(r[0]) for r in rows) + 2
+    pad = " " * indent
+    lines = [f"{'name':<{indent}}title", f"{'':<{indent}}licence; default preprocessing; source", ""]
+    for name, title, licence, prep, found in rows:
+        lines += textwrap.wrap(
+            str(title), WIDTH, initial_indent=f"{name:<{indent}}", subsequent_indent=pad, break_on_hyphens=False
+        ) or [name]
+        detail = f"licence: {licence or '-'}; preprocessing: {prep}; source: {found}"
+        lines += textwrap.wrap(detail, WIDTH, initial_indent=pad, subsequent_indent=pad + "  ", break_on_hyphens=False)
     return "\n".join(lines)
 
 
