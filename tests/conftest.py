@@ -8,6 +8,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
+#: Wall-clock limit of whatever a test waits for (a subprocess, a polling loop): a hang guard only, never what a
+#: test checks. A verdict must not depend on how busy the machine is (issue #23: at load ~25 on 2 cores the demo
+#: suite through the CLI outran a 300 s limit). Measured: that run uses 38 s of CPU and took 777 s of wall time at
+#: load ~15 on this 2-core machine; an hour is ~90x its work and ~4.6x that loaded run.
+HANG_GUARD_S = 3600.0
 sys.path.insert(0, str(TESTS))  # fake_codecs must import the same way in decode workers
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

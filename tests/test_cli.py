@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import HANG_GUARD_S, ROOT
 
 from harness.cli import main
 
@@ -40,7 +40,7 @@ def test_demo_suite_runs_and_second_call_does_no_new_work(tmp_path):
         str(tmp_path / "demo"),
         "--no-progress",
     ]
-    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert first.returncode == 0, first.stderr
     assert "jpeg2000@rdeic-tiny" in first.stdout and "bsc, scope all: failure % [Wilson 95% CI]" in first.stdout
     # what reaches the terminal fits 100 columns and carries no library noise (ninja, torch.jit, CUDA)
@@ -49,5 +49,5 @@ def test_demo_suite_runs_and_second_call_does_no_new_work(tmp_path):
     assert (tmp_path / "demo" / "summary.csv").is_file() and (tmp_path / "demo" / "summary.md").is_file()
     planned = int(re.search(r"(\d+) cells planned, 0 already done", first.stdout).group(1))
     assert planned == 48  # 2 images x (42/2 RDEIC-tiny + JPEG2000 cells, + 3 clean VAE-only cells)
-    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert f"{planned} cells planned, {planned} already done, 0 computed" in second.stdout

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import HANG_GUARD_S, ROOT
 
 from harness.datasets import BundledSamples, DatasetError
 from harness.hashing import pixels_sha256
@@ -43,6 +43,6 @@ def test_broken_image_is_a_clear_error(damaged_samples):
 def test_broken_image_stops_the_cli_with_one_line(damaged_samples, tmp_path):
     cmd = [sys.executable, "evaluate.py", "--suite", "demo", "--out", str(tmp_path / "run"), "--no-progress"]
     env = {"HARNESS_DATA_DIR": str(damaged_samples), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
     assert out.returncode == 2
     assert "cannot read image" in out.stderr and "Traceback" not in out.stderr

@@ -9,7 +9,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import HANG_GUARD_S, ROOT
 from PIL import Image
 from test_datasets_badinput import make_messy_folder
 from test_datasets_loaders import make_eurosat_tree, make_galaxy10_h5, tiny
@@ -214,7 +214,7 @@ def test_samples_with_a_policy_and_standins_in_a_plan(tmp_path):
 def cli(*args, env_extra=None, tmp_path=None):
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env_extra or {})}
     return subprocess.run(
-        [sys.executable, "evaluate.py", *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "evaluate.py", *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=HANG_GUARD_S
     )
 
 

@@ -11,6 +11,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import HANG_GUARD_S
 
 from harness.codecs.base import InvalidOutput
 from harness.codecs.dicm.bitstream import HEADER_BYTES, BitstreamError, Container, read_header, unpack
@@ -124,7 +125,7 @@ def test_corrupted_streams_never_crash_the_parser():
         print(outcomes)
         """
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ok" in proc.stdout
 

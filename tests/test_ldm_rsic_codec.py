@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, write_suite
+from conftest import HANG_GUARD_S, ROOT, write_suite
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("compressai")
@@ -35,7 +35,7 @@ def test_registry_lists_ldm_rsic_without_importing_torch():
         "CODECS.target('ldm-rsic'); CODECS.target('j2k+men'); "
         "assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
 
 

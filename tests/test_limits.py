@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, TESTS, stored_cells, write_suite
+from conftest import HANG_GUARD_S, ROOT, TESTS, stored_cells, write_suite
 
 from harness.codecs.base import create_codec
 from harness.config import load_suite
@@ -49,10 +49,10 @@ def test_a_siz_bomb_is_refused_before_openjpeg_allocates():
     bomb = _siz_bomb(image)
     worker = IsolatedWorker()
     try:
-        t0 = time.perf_counter()
+        # refused before decoding: well under a second of CPU (the 300 s wall limit is only a hang guard)
         outcome = worker.parse(create_codec("jpeg2000").spec(), bomb, image.shape[:2], Limits(30, 300, 2**29))
         assert outcome.status is Status.INVALID_OUTPUT and "SIZ declares image (2097652" in outcome.error_message
-        assert outcome.cpu_s < 1 and time.perf_counter() - t0 < 30
+        assert outcome.cpu_s < 1
         # without the header check, the memory cap still keeps OpenJPEG from taking the machine: the allocation
         # fails inside the worker, deterministically, in well under a second of CPU
         unchecked = create_codec("fake_j2k_unchecked").spec()
@@ -161,7 +161,7 @@ def test_workers_die_with_the_harness_after_kill_minus_nine(tmp_path):
     cmd = [sys.executable, "-c", DRIVER.format(tests=str(TESTS), argv=argv)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + HANG_GUARD_S  # hang guards: each loop ends as soon as its condition holds
         family: set[int] = set()
         while time.monotonic() < deadline and len(family) < 3:  # forkserver + 2 workers at least
             time.sleep(0.5)
@@ -171,7 +171,7 @@ def test_workers_die_with_the_harness_after_kill_minus_nine(tmp_path):
         family = _descendants(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 300  # they die at once (parent-death signal); 300 s only bounds a failure
         while time.monotonic() < deadline and any(_alive(p) for p in family):
             time.sleep(0.2)
         assert not [p for p in family if _alive(p)], "decode workers outlived the harness"

@@ -6,7 +6,7 @@ import shutil
 
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import HANG_GUARD_S, ROOT
 
 from harness.cli import main
 from reports import regress
@@ -70,7 +70,7 @@ def test_ci_suite_with_the_other_openjpeg_matches_its_baseline(ci_run, tmp_path,
     for lib in candidates:
         env["HARNESS_OPENJP2"] = lib
         cmd = [sys.executable, "evaluate.py", "--suite", "ci", "--out", str(out), "--no-progress", "--fresh"]
-        subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+        subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=HANG_GUARD_S)
         if _libraries(out).get("openjpeg_version") != origin:
             _check_against_baseline(out, capsys)
             return

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_suite
+from conftest import HANG_GUARD_S, write_suite
 
 from harness.cli import main
 from reports import regress, tables
@@ -340,7 +340,7 @@ def _browse(chromium: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
 
     profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
     cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_GUARD_S)
 
 
 def _probe(chromium: str, page: Path, tmp_path) -> tuple[str, list[str], str]:
