@@ -11,28 +11,51 @@ The window of parses in flight keeps every worker busy while the main process re
 states of one codec config and image size are reconstructed together, each with its own seed and draws.
 Identical streams (zero flips at low BER) decode once: later cells with the same decode key wait for, or
 reuse, the first one's record, also across resumed runs.
+
+No work is done twice (issue #25), and no row changes for it:
+
+* **Parses are memoised by what is parsed** (codec, stream hash, size, limits), not by decode key: the latent
+  cells of one clean stream (every level, replicate and decode seed: each its own decode key, because each draws
+  its own noise) share one isolated parse and differ only in the trusted half. ``parse`` takes no seed and no
+  hook, so the shared state is what each cell's own parse would have returned (the controls check that an
+  isolated parse equals the in-process one byte for byte); each cell still gets its own reconstruct and draw.
+* **A latent level that is the identity** (exactly the level the controls decode through the hook, e.g.
+  ``sigma = 0`` without a clamp) reuses the clean decode the controls memoised: the controls proved, for this
+  stream, corruption and scope, that decoding through that hook gives the clean decode's pixels byte for byte,
+  so its record (status, output hash, metrics) is the clean decode's. A level that only looks like the identity
+  (``sigma = 0`` with a clamp) is decoded as before.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
+from corruptions.base import Corruption
 from corruptions.side_info import SideInfoUnavailable
 from harness.artifacts import ArtifactSource
 from harness.cells import Cell, decode_key
 from harness.channel import Channel, Transmission
 from harness.decoding import Budget, Pending, failed_record, finish_batch
-from harness.hashing import sha256_bytes
+from harness.hashing import canonical_json, sha256_bytes
 from harness.planning import Plan
 from harness.records import cell_row
 from harness.side import SideInput, side_input
 from harness.status import Status
 from harness.store import DecodeRecord, ResultStore
-from harness.workers import WorkerPool
+from harness.workers import ParseOutcome, WorkerPool
+
+#: Finished parses kept for cells that parse the same bytes later (beyond those still in flight), per worker.
+PARSES_KEPT_PER_WORKER = 8
+
+
+def is_identity(corruption: Corruption) -> bool:
+    """Whether ``corruption`` is at exactly the identity level its controls check (its ``identity_params`` and
+    every other parameter at its default): only then may a cell reuse the clean decode."""
+    return corruption.config() == type(corruption)(**type(corruption).identity_params()).config()
 
 
 @dataclass
@@ -72,7 +95,9 @@ def execute_local(
     progress = Progress()
     sides: dict[str, SideInput | None] = {}  # decode key -> the side images its decode is given
     persisted: set[str] = set()
-    inflight: dict[str, Future] = {}  # decode key -> parse in a worker
+    inflight: dict[tuple, Future] = {}  # parse key -> parse in a worker
+    parsers: dict[tuple, list[str]] = {}  # parse key -> the decode keys waiting for that parse
+    parsed: OrderedDict[tuple, ParseOutcome] = OrderedDict()  # parse key -> a finished parse, for later cells
     # decode key -> its cells (with their side images), the first one decodes
     waiting: dict[str, list[tuple[Cell, Transmission, float, SideInput | None]]] = {}
     buckets: dict[tuple, list[Pending]] = {}  # (codec, image size) -> parsed, waiting for a batched reconstruct
@@ -111,23 +136,38 @@ def execute_local(
             if not full_only or len(buckets[key]) >= batch_size:
                 reconstruct(buckets.pop(key))
 
+    def parsed_one(dkey: str, outcome: ParseOutcome) -> None:
+        first = waiting[dkey][0][0]
+        corruption = plan.corruption_of(first)
+        latent = corruption if corruption.acts_on == "latent" else None
+        side = sides.pop(dkey, None)
+        item = Pending(dkey, outcome, first, artifacts.get(first), latent, side.images if side else None)
+        if batch_size <= 1 or outcome.status is not Status.OK:
+            reconstruct([item])
+        else:
+            buckets.setdefault((first.codec_fingerprint, first.height, first.width), []).append(item)
+
     def drain(block_until: int) -> None:
         while len(inflight) > block_until:
             done_futures, _ = wait(list(inflight.values()), return_when=FIRST_COMPLETED)
-            for dkey in [k for k, f in inflight.items() if f in done_futures]:
-                outcome = inflight.pop(dkey).result()
-                first = waiting[dkey][0][0]
-                corruption = plan.corruption_of(first)
-                latent = corruption if corruption.acts_on == "latent" else None
-                side = sides.pop(dkey, None)
-                item = Pending(dkey, outcome, first, artifacts.get(first), latent, side.images if side else None)
-                if batch_size <= 1 or outcome.status is not Status.OK:
-                    reconstruct([item])
-                else:
-                    buckets.setdefault((first.codec_fingerprint, first.height, first.width), []).append(item)
+            for pkey in [k for k, f in inflight.items() if f in done_futures]:
+                outcome = inflight.pop(pkey).result()
+                parsed[pkey] = outcome
+                while len(parsed) > PARSES_KEPT_PER_WORKER * pool.size:
+                    parsed.popitem(last=False)
+                for dkey in parsers.pop(pkey):
+                    parsed_one(dkey, outcome)
             flush(full_only=bool(inflight))  # nothing left parsing: the accelerator must not wait for a full batch
 
     window = max(4 * pool.size, 2 * batch_size)
+    identities: dict[tuple[str, str], bool] = {}
+
+    def identity_of(corruption: Corruption) -> bool:
+        key = (corruption.name, canonical_json(corruption.config()))
+        if key not in identities:
+            identities[key] = is_identity(corruption)
+        return identities[key]
+
     for cell in pending:
         art = artifacts.get(cell)
         corruption = plan.corruption_of(cell)
@@ -147,11 +187,12 @@ def execute_local(
         except SideInfoUnavailable as exc:
             progress.not_applicable.append({"key": cell.key, "image_id": cell.image_id, "reason": str(exc)})
             continue
-        # a latent draw depends on the cell's own RNG: nothing to share
-        latent_key = cell.key if corruption.acts_on == "latent" else None
+        # a latent draw depends on the cell's own RNG: nothing to share, except at the identity level
+        latent_key = cell.key if corruption.acts_on == "latent" and not identity_of(corruption) else None
+        stream_sha = sha256_bytes(tx.data)
         dkey = decode_key(
             cell.codec_fingerprint,
-            sha256_bytes(tx.data),
+            stream_sha,
             cell.decode_seed,
             cell.image_sha256,
             latent_key,
@@ -167,10 +208,19 @@ def execute_local(
         else:
             codec = codec_of(cell)
             limits = budget.limits(codec, cell, clean_cpu.get(cell.encode_key))
-            inflight[dkey] = pool.submit(codec.spec(), tx.data, (cell.height, cell.width), limits)
             waiting[dkey] = [(cell, tx, dt, side)]
             sides[dkey] = side
-            drain(window)
+            pkey = (cell.codec_fingerprint, stream_sha, cell.height, cell.width, limits)
+            if pkey in parsed:  # the same bytes were parsed for an earlier cell (another seed, level or draw)
+                parsed.move_to_end(pkey)
+                parsed_one(dkey, parsed[pkey])
+                flush(full_only=True)
+            elif pkey in parsers:  # ... or are being parsed now
+                parsers[pkey].append(dkey)
+            else:
+                inflight[pkey] = pool.submit(codec.spec(), tx.data, (cell.height, cell.width), limits)
+                parsers[pkey] = [dkey]
+                drain(window)
     drain(0)
     flush(full_only=False)
     progress.wall_s = time.perf_counter() - started
