@@ -80,9 +80,9 @@ def run(opts: RunOptions) -> RunResult:
 
 
 def _bar(opts: RunOptions, total: int, desc: str, unit: str) -> Any:
-    from tqdm import tqdm
+    from harness.console import progress_bar  # a bar on a terminal, plain periodic lines in a log
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=not opts.progress, smoothing=0.05, ncols=100)
+    return progress_bar(total, desc, unit, enabled=opts.progress)
 
 
 def _execute(opts: RunOptions, plan: Plan, store: ResultStore, started: float) -> RunResult:

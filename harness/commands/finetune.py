@@ -107,7 +107,10 @@ def run(args: argparse.Namespace) -> int:
                if v}  # fmt: skip
     spec = FinetuneSpec(args.codec, args.codec, options, cfg, (ood,), ())
     out = args.out
-    sidecar = finetune_one(spec, ood, seed=0, out=out.parent, progress=not args.no_progress, folder=out)
+    from harness.console import routed_warnings
+
+    with routed_warnings(out):  # library warnings to <out>/warnings.log, ours on one line: as suite runs do
+        sidecar = finetune_one(spec, ood, seed=0, out=out.parent, progress=not args.no_progress, folder=out)
     best = sidecar.get("best") or {}
     print(
         f"adapter: {out / 'adapter.safetensors'} (mode {sidecar['mode']}, {sidecar['trainable_parameters']:,} "
