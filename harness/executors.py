@@ -35,7 +35,7 @@ class ExecutorConfig:
     """``--executor`` and its engine's parameters (Slurm's are passed to submitit's ``SlurmExecutor``)."""
 
     name: str = "local"
-    shards: int | None = None  # tasks in the array (default: the GPUs, or one per codec config and CPU worker)
+    shards: int | None = None  # tasks in the array (default: one per GPU, or one per codec config: shard_count)
     gpus: int = 0  # local-shards: one shard process per GPU (CUDA_VISIBLE_DEVICES=i)
     slurm_partition: str | None = None
     slurm_account: str | None = None
@@ -52,6 +52,17 @@ class ExecutorConfig:
     @property
     def sharded(self) -> bool:
         return self.name != "local"
+
+
+def shard_count(cfg: ExecutorConfig, codec_configs: int) -> int:
+    """How many shards a sharded run makes: ``--shards`` when given; else one per GPU with ``--gpus N`` (each shard
+    runs every codec config of its images on its own device, so no two shards share a GPU or size their batches
+    from the memory the other left free: issue #25); else one per codec config (CPU shards)."""
+    if cfg.shards:
+        return cfg.shards
+    if cfg.gpus > 0:
+        return cfg.gpus
+    return max(1, codec_configs)
 
 
 class ShardTask:

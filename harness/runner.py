@@ -170,11 +170,11 @@ def _execute(opts: RunOptions, plan: Plan, store: ResultStore, started: float) -
 
 def _execute_sharded(opts: RunOptions, plan: Plan, store: ResultStore, pending: list, started: float) -> RunResult:
     """The cells as shards through submitit (a Slurm array, or shard processes here), then merged."""
-    from harness.executors import ExecutorError, submit_shards
+    from harness.executors import ExecutorError, shard_count, submit_shards
     from harness.sharding import ShardPlan, make_shards, merge
 
     cfg = opts.executor
-    n = cfg.shards or max(cfg.gpus, 1) * max(1, len({c.codec_fingerprint for c in pending}))
+    n = shard_count(cfg, len({c.codec_fingerprint for c in pending}))
     shards = make_shards(pending, n)
     ShardPlan(opts.suite.text, opts.suite.path, opts.shard_options(), shards).write(opts.out)
     store.close()  # the tasks read it to skip finished cells; the merge writes it
