@@ -271,14 +271,27 @@ def _figure(rep: Report, name: str, draw) -> None:
 
 
 def build(
-    run_dir: Path, *, grid: bool = True, impute: tuple[Imputation, ...] = (), distribution: bool = False
+    run_dir: Path,
+    *,
+    grid: bool = True,
+    impute: tuple[Imputation, ...] = (),
+    distribution: bool = False,
+    progress: bool = True,
 ) -> Report:
     """Write the report of ``run_dir``; returns what was written. ``impute``: failure-imputation policies
     whose labelled columns are added to the summary (:mod:`reports.impute`; none by default).
     ``distribution``: compute FID/KID per group by re-decoding (:mod:`reports.distribution`; opt-in, slow);
     without it a ``report/distribution.csv`` from an earlier such call is shown again. Also writes the clean
-    rate–distortion points as CompressAI ``eval_model``-shaped JSON under ``compressai/``."""
+    rate–distortion points as CompressAI ``eval_model``-shaped JSON under ``compressai/``. ``progress``: one
+    ``report: <phase>`` line on stderr per phase (tables, figures, visual grid, pages), so a long report is not a
+    silent minute after the run's last line."""
+    from harness.console import say
     from harness.store import ResultStore
+
+    def phase(text: str) -> None:
+        if progress:
+            say(f"report: {text}")
+
     from reports import plots, terminal
     from reports.compressai_json import write_compressai_json
 
@@ -290,6 +303,7 @@ def build(
             raise ValueError(f"{run_dir}: the results store has no cells")
         cells = tables.prepare(raw)
         metrics = run_metrics(cells, prov)
+        phase(f"tables of {len(cells)} cells")
         summary = tables.summarise(cells, metrics, impute)
         computed = tables.computed_metrics(summary, metrics)
         out = run_dir / "report"
@@ -312,6 +326,7 @@ def build(
             rep.compressai = write_compressai_json(run_dir, cells, computed)
         except Exception as exc:
             rep.notes.append(f"CompressAI JSON not written: {type(exc).__name__}: {exc}")
+        phase("figures")
         names = tables.display_names(cells)  # legends name the build where the label does not (rdeic-tiny@low)
         shown_summary, shown_rd = _named(summary, names), _named(rd, names)
         colours = plots.codec_colours(names.get(str(c), str(c)) for c in cells["codec_label"])
@@ -323,6 +338,7 @@ def build(
             _figure(rep, "rd", lambda: plots.rd_curves(shown_rd, computed[:2], out, colours))
         _figure(rep, "status", lambda: plots.status_composition(shown_summary, out))
         if grid:
+            phase(f"visual grid (re-decoding, at most {GRID_BUDGET_S:g} s)")
             try:
                 timeout = float(json.loads(prov.get("timeout_s", "30")))
                 rows = grid_rows(run_dir, store, cells, computed, timeout)
@@ -345,6 +361,7 @@ def build(
         if tables.imputation_note(impute):
             rep.notes.append(tables.imputation_note(impute))
         rep.impute = impute
+        phase("writing report.md and report.html")
         _write_markdown(rep, run_dir, cells, summary, metrics, threshold, rd, bd, prov)
         _write_html(rep, run_dir, cells, summary, metrics, threshold, rd, bd, prov)
         return rep

@@ -176,10 +176,11 @@ def headline(
             width,
         )
     where = Path(run_dir) if run_dir is not None else None
+    # the report is written after this headline: its path is printed once the file exists, never before
     tail = (
-        f"Full tables: {where / 'summary.md'}; report: {where / 'report.html'}"
+        f"Full tables: {where / 'summary.md'}"
         if where is not None
-        else "Full tables: summary.md; report: report.html (in the run directory)"
+        else "Full tables: summary.md (in the run directory)"
     )
     lines += _wrap(tail, width, "  ")
     return "\n".join(lines)

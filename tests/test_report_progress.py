@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import warnings
 
+import pandas as pd
+
 from harness import console
 
 
@@ -83,3 +85,29 @@ def test_finetune_routes_library_warnings_to_its_warnings_log(tmp_path, monkeypa
     assert "FutureWarning" not in err and "torch.jit" not in err
     assert "evaluate.py: warning: LPIPS weights missing" in err
     assert "torch.jit.script` is deprecated" in (out / "warnings.log").read_text()
+
+
+def test_the_headline_does_not_point_to_a_report_not_yet_written_and_the_report_says_its_phases(tmp_path, capsys):
+    """Old code: the headline printed 'report: report.html' before the file existed, then the report phase was
+    silent for minutes."""
+    from conftest import write_suite
+
+    from harness.cli import main
+    from reports import terminal
+
+    suite = write_suite(
+        tmp_path / "s.toml",
+        codecs='[[codecs]]\ncodec = "fake"\nlabel = "fake"\n',
+        corruptions='[[corruptions]]\ncorruption = "bsc"\nscopes = ["all"]\ngrid = { ber = [0.0, 1e-3] }\n',
+        seeds=1,
+        limit_images=1,
+    )
+    out = tmp_path / "run"
+    assert main(["--suite", str(suite), "--out", str(out), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    before_report = captured.out.split("Report:")[0]
+    assert "report.html" not in before_report  # named only once written
+    assert f"Report:  {out / 'report.html'}" in captured.out and (out / "report.html").is_file()
+    phases = [ln for ln in captured.err.splitlines() if ln.startswith("report: ")]
+    assert phases[0].startswith("report: tables of") and phases[-1] == "report: writing report.md and report.html"
+    assert "report.html" not in terminal.headline(pd.read_csv(out / "summary.csv"), ("psnr",))
