@@ -11,7 +11,7 @@ import math
 import guard_fakes
 import numpy as np
 import pytest
-from conftest import stored_cells
+from conftest import HANG_GUARD_S, stored_cells
 from fake_codecs import HEADER
 from guard_fakes import (
     bsc_entry,
@@ -120,16 +120,17 @@ def test_vs_clean_metrics_are_measured_against_the_clean_decode_not_the_original
 
 # Mutations: (a) harness/workers.py _set_limits never sets RLIMIT_CPU (`cpu = _NO_LIMIT`): the spin runs until the
 # wall backstop (detail "wall-clock backstop"); (b) the `code == -signal.SIGXCPU` branch of IsolatedWorker._request
-# removed: the killed worker is called a crash. The wall backstop here is 300 s for 1 s of CPU, so on any machine,
-# however loaded, only the CPU-time limit can end the spin before it: the detail tells which one did.
+# removed: the killed worker is called a crash. The wall backstop here is an hour (HANG_GUARD_S) for 1 s of CPU, so
+# on any machine, however loaded, only the CPU-time limit can end the spin before it: the detail tells which did.
 def test_a_parse_that_burns_cpu_is_stopped_by_its_cpu_time_limit_not_the_wall_backstop():
     codec = create_codec("fake", mode="spin")
     image = noise(16, 16, 7)
     clean = codec.encode(image).data
     corrupted = clean[:-1] + bytes([clean[-1] ^ 1])  # a damaged payload: the fake spins
+    limits = Limits(cpu_s=1.0, wall_s=HANG_GUARD_S, memory_bytes=2**28)
     worker = IsolatedWorker()
     try:
-        outcome = worker.parse(codec.spec(), corrupted, (16, 16), Limits(cpu_s=1.0, wall_s=300.0, memory_bytes=2**28))
+        outcome = worker.parse(codec.spec(), corrupted, (16, 16), limits)
     finally:
         worker.close()
     assert outcome.status is Status.TIMEOUT and outcome.error_type == "Timeout"
