@@ -130,3 +130,19 @@ def test_list_gives_every_name_one_line_in_100_columns():
     # each line says something of its own: the one-line descriptions of two side-information degradations differ
     assert described["side_noise"] != described["side_blur"] and "sigma" in described["side_noise"]
     assert "Kodak" in described["kodak"] and "luma" in described["psnr_y"]
+
+
+def test_weights_check_prints_the_exact_flag_and_that_flag_is_accepted(capsys):
+    """Every missing official file is shown with the command-line flag that gives it, and each shown ``--set``
+    flag names an option the codec has (``--set`` itself checks it)."""
+    import re
+
+    assert main(["weights", "check", "--codec", "ldm-rsic,dicm,rdeic"]) == 1  # the official files are not here
+    out = capsys.readouterr().out
+    flags = re.findall(r"--set (\S+?)=PATH", out)
+    assert {"ldm-rsic.elic_ckpt", "ldm-rsic.ldm_ckpt", "dicm.ckpt"} <= set(flags)
+    assert "--sd-ckpt PATH" in out and "--rdeic-ckpt PATH" in out
+    for flag in flags:
+        over = parse_override(f"{flag}=/w/file.pt", UsageError)
+        suite = apply_overrides(load_suite("ci"), [over], UsageError)  # no such config in ci: one is added
+        assert suite.codecs[-1].options == {over.option: "/w/file.pt"}

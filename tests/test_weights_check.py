@@ -353,13 +353,15 @@ def test_the_official_files_of_the_three_diffusion_codecs_say_what_they_are_and_
         "huggingface.co/stabilityai/stable-diffusion-2-1-base",
         "MISSING rdeic_ckpt not given (codec option rdeic_ckpt, or --rdeic-ckpt PATH): an official RDEIC checkpoint",
         "github.com/huai-chang/RDEIC",
-        "MISSING elic_ckpt not given (codec option elic_ckpt): the official ELIC checkpoint of λ=0.0032",
+        "MISSING elic_ckpt not given (codec option elic_ckpt, or --set ldm-rsic.elic_ckpt=PATH): "
+        "the official ELIC checkpoint of λ=0.0032",
         "checkpoint/ELIC_arch_base/mse_0.0032/checkpoint_best_loss.pth.tar",
-        "MISSING ldm_ckpt not given (codec option ldm_ckpt): the official S2 file (MEN + LDM)",
+        "MISSING ldm_ckpt not given (codec option ldm_ckpt, or --set ldm-rsic.ldm_ckpt=PATH): "
+        "the official S2 file (MEN + LDM)",
         "experiments/pre_trained/mlkk_0.0032_GP4_S2/net_g_latest.pth",
         "github.com/mlkk518/LDM-RSIC",
-        "MISSING men_weights not given (codec option men_weights)",
-        "MISSING ckpt not given (codec option ckpt): an official DICM trainer checkpoint",
+        "MISSING men_weights not given (codec option men_weights, or --set j2k+men.men_weights=PATH)",
+        "MISSING ckpt not given (codec option ckpt, or --set dicm.ckpt=PATH): an official DICM trainer checkpoint",
         "github.com/dongqingcc/DICC",
     ):
         assert " ".join(words.split()) in " ".join(text.split()), words

@@ -81,12 +81,13 @@ def shown(path: str | os.PathLike) -> str:
         return str(p)
 
 
-def entry_of(f: Any) -> Entry:
-    """The entry of one :class:`~harness.codecs.checkpoints.WeightFile` (its path None: not given)."""
+def entry_of(f: Any, codec: str | None = None) -> Entry:
+    """The entry of one :class:`~harness.codecs.checkpoints.WeightFile` (its path None: not given); ``codec``: the
+    registry name checked, for the exact flag that gives the file (``--set CODEC.OPTION=PATH``, issue #27)."""
     from harness.codecs.checkpoints import WeightsError, check
 
     if f.path is None:
-        flag = f", or {FLAGS[f.role]} PATH" if f.role in FLAGS else ""
+        flag = f", or {FLAGS[f.role]} PATH" if f.role in FLAGS else f", or --set {codec}.{f.role}=PATH" if codec else ""
         return Entry("MISSING", f.role, None, f"not given (codec option {f.role}{flag}): {f.what}", f.fix)
     p = Path(f.path)
     try:
@@ -158,7 +159,7 @@ def report_for(name: str, sd_ckpt: str | None, rdeic_ckpt: str | None) -> Report
     files = cls.weight_files(opts)
     if not files:
         rep.entries.append(Entry("ok", "weights", None, "random weights (plumbing only): no file"))
-    rep.entries += [entry_of(f) for f in files]
+    rep.entries += [entry_of(f, name) for f in files]
     if hasattr(opts, "text_cache"):  # RDEIC's empty-prompt cache, beside its weights
         cache = check_text_cache(opts)
         if cache is not None:
