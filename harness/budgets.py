@@ -11,7 +11,7 @@ from harness.planning import Plan, RunOptions
 
 def budget_of(opts: RunOptions) -> Budget:
     """The parse budget of every cell of a run: ``--timeout`` (CPU seconds) over the suite's ``timeout_s``, and
-    the suite's ``timeout_factor``, ``wall_factor`` and ``worker_memory_mb`` (README / docs: limits)."""
+    the suite's ``timeout_factor``, ``wall_factor`` and ``worker_memory_mb`` (docs/concepts.md, Limits)."""
     suite = opts.suite
     return Budget(
         timeout_s=opts.timeout_s or suite.timeout_s,

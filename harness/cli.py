@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = "; ".join(f"{n}: {h}" for n, (_, h) in COMMANDS.items())
     p = _Parser(
         prog="evaluate.py",
-        description="Robustness evaluation of image codecs (see README)."
+        description="Robustness evaluation of image codecs (README.md, docs/index.md)."
         + (f" Subcommands (evaluate.py COMMAND --help): {commands}" if commands else ""),
     )
     p.add_argument("--suite", help="suite name (harness/suites/NAME.toml) or path to a suite TOML file")
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", choices=("cpu", "cuda", "auto"), help="where reconstruct runs (parse stays on CPU)")
     g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="autocast precision of reconstruct (CUDA)")
     g.add_argument("--batch-size", type=_positive, help="reconstructs per batch (default: from free GPU memory)")
-    g = p.add_argument_group("executors (README: on a cluster, on a multi-GPU node)")
+    g = p.add_argument_group("executors (docs/gpus-and-clusters.md: on a cluster, on a multi-GPU node)")
     where = "local: this process's workers; local-shards: shard processes here; slurm: a job array"
     g.add_argument("--executor", choices=EXECUTORS, default="local", help=where)
     g.add_argument("--shards", type=_positive, help="tasks of the array (default: per codec config x GPUs)")
