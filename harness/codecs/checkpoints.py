@@ -49,8 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 SHIPPED_SHA256 = {
     "rdeic-tiny-low.safetensors": "7282a69d6b77102c764cf1f46e1fdf91015724bfe7ce4531fb936c9002c84d9f",
     "rdeic-tiny-high.safetensors": "75b30f9c2c2ef7bae928bec197a0933498e36d9c09ccdd1c2dfcfe72d17935f7",
-    "ldm-rsic-tiny.safetensors": "eca1a5f36d9d91475d2950379ff2e58a35153143ecf48fae35ec727cd3f87b1a",
-    "j2k-men-tiny.safetensors": "c5cfcdf5555546a2c267e8071974a457db9cf2e49531e9cb80d1993466cf4551",
+    "ldm-rsic-tiny.safetensors": "75fdb9584afe3cdbd5f7019f4ff036dd89a9d3063916d8f919830b4e70c7ef29",
+    "j2k-men-tiny.safetensors": "6dc7669f2d527bdf62c0927c267dbd31d4e5b85fd8f9220ff295c63f15062eba",
     "dicm-tiny.safetensors": "df50750d08c7f23aeef1f4f566d96ba31fb680da5f29044d6b1b783a40f83ed6",
 }
 #: Where :data:`SHIPPED_SHA256` is, for the messages.
@@ -88,8 +88,7 @@ class WeightFile:
     option that names the file; ``path``: None when the option is not given; ``what``: what the file is, one
     clause; ``fix``: where the right file comes from and how to give it, one clause; ``containers``: keys of a
     PyTorch file's top-level dict the state dict may sit under, in order of preference (else the dict itself);
-    ``fit``: tensor names and shapes -> :class:`Misfit` (None: they fit), after the codec's own conversions;
-    ``required``: False for a file the codec can do without (its absence is not an error)."""
+    ``fit``: tensor names and shapes -> :class:`Misfit` (None: they fit), after the codec's own conversions."""
 
     codec: str
     role: str
@@ -98,11 +97,6 @@ class WeightFile:
     fix: str
     containers: tuple[str, ...] = ("state_dict",)
     fit: Callable[[Shapes], Misfit | None] | None = dataclasses.field(default=None, compare=False)
-    required: bool = True
-
-    def at(self, path: str | os.PathLike | None) -> WeightFile:
-        """The same description for another path."""
-        return dataclasses.replace(self, path=None if path is None else str(path))
 
 
 def fail(f: WeightFile, problem: str, fix: str | None = None) -> WeightsError:
