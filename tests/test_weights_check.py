@@ -198,7 +198,8 @@ def test_check_keys_names_the_source_file():
 
     with pytest.raises(WeightsError) as info:
         check_keys({"a": torch.zeros(2)}, {"a": (3,)}, (), source="/w/x.safetensors", config="tiny", role="weights")
-    _one_line(info.value, "RDEIC weights /w/x.safetensors holds tensors that do not fit config 'tiny': shape of a is [2] in the file")
+    _one_line(info.value, "RDEIC weights /w/x.safetensors holds tensors that do not fit config 'tiny'")
+    _one_line(info.value, "config 'tiny': shape of a is [2] in the file")
     _one_line(info.value, "; `weights` must be a merged .safetensors")
 
 
