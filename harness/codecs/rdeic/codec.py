@@ -427,16 +427,17 @@ class RDEIC(LearnedCodec):
         """On CUDA (or with ``stack=True``) one stacked pass through synthesis, the sampler and the VAE, with each
         item's own noise and hooks; on the CPU, item by item. Batched CPU kernels sum in another order (measured:
         a few uint8 steps on RDEIC-tiny), and a cell's numbers must not depend on its batch. An item with absurd
-        latents makes the whole batch fall back to item-by-item decoding, so it gets its own status."""
+        latents gets its own ``invalid_output`` and leaves the stack before the next stage; the others go on
+        stacked (issue #25: before, one such item sent the whole batch back to item-by-item decoding)."""
         stack = self.options.device.startswith("cuda") if stack is None else stack
         if not stack or len(states) < 2 or len({np.shape(s["y_hat"]) for s in states}) != 1:
             return super().decode_batch(states, decode_seeds, hooks, size, side_infos)
-        try:
-            values = self.reconstruct_batch(states, decode_seeds, list(hooks))
-        except InvalidOutput:
-            return super().decode_batch(states, decode_seeds, hooks, size, side_infos)
+        values = self.reconstruct_batch(states, decode_seeds, list(hooks), per_item=True)
         out: list[np.ndarray | Exception] = []
         for v in values:
+            if isinstance(v, Exception):
+                out.append(v)
+                continue
             try:
                 out.append(to_output(v, self.output_rounding, self.decoded_shape(*size)))
             except InvalidOutput as exc:
@@ -458,50 +459,72 @@ class RDEIC(LearnedCodec):
         decode_seeds: list[int],
         hook: LatentHook | list[LatentHook | None] | None = None,
         noise=None,
-    ) -> list[np.ndarray]:
-        """Several states of the same shape in one batch (GPU throughput): float pixel values per item. Per-item
-        seeds keep each item's noise identical to a batch of one; ``hook`` is one hook for every item or a list
-        of per-item hooks (each applied to its own item's slice). ``noise`` overrides the seeded source (a
-        ``sampler.NoiseSource``)."""
+        per_item: bool = False,
+    ) -> list[np.ndarray | InvalidOutput]:
+        """Several states of the same shape in one batch (GPU throughput): float pixel values (B' x H x W x 3
+        arrays in [0, 255], one per item) per item. Per-item seeds keep each item's noise identical to a batch of
+        one; ``hook`` is one hook for every item or a list of per-item hooks (each applied to its own item's
+        slice). ``noise`` overrides the seeded source (a ``sampler.NoiseSource``; it sees the batch of the items
+        still stacked).
+
+        Latents are checked item by item at every hook point (``y_hat``, then ``c_latent`` and ``guide_hint``):
+        with ``per_item`` an item whose latent is non-finite or beyond ``LATENT_BOUND`` gets its
+        :class:`InvalidOutput` in its slot and leaves the stack, so the stages after it run on the others only and
+        one absurd latent never costs the batch its stacking; without it (one item: ``reconstruct``) the first
+        such latent raises."""
         import torch
 
         from harness.codecs.rdeic.sampler import GeneratorNoise, relay_sample
 
         hooks = list(hook) if isinstance(hook, list) else [hook] * len(states)
-        timings: dict[str, float] = {"batch": float(len(states))}
+        results: list[np.ndarray | InvalidOutput | None] = [None] * len(states)
+
+        def refuse(i: int, name: str, arr: np.ndarray) -> bool:
+            """Whether item ``i``'s ``name`` is absurd (then recorded, or raised without ``per_item``)."""
+            try:
+                _check_sane(name, arr)
+            except InvalidOutput as exc:
+                if not per_item:
+                    raise
+                results[i] = exc
+                return True
+            return False
+
         t_all = time.perf_counter()
-        y_hats = []
-        for state, item_hook in zip(states, hooks, strict=True):
+        y_hats: dict[int, np.ndarray] = {}
+        for i, (state, item_hook) in enumerate(zip(states, hooks, strict=True)):
             y_hat = np.asarray(state["y_hat"], dtype=np.float32)
             if item_hook is not None:
                 y_hat = np.asarray(item_hook("y_hat", y_hat), dtype=np.float32)
-            y_hats.append(y_hat)
-        if len({y.shape for y in y_hats}) != 1:
+            y_hats[i] = y_hat
+        if len({y.shape for y in y_hats.values()}) != 1:
             raise ValueError("reconstruct_batch needs states of one shape")
-        b = len(y_hats)
-        for y_hat in y_hats:
-            _check_sane("y_hat", y_hat)
+        alive = [i for i in y_hats if not refuse(i, "y_hat", y_hats[i])]
+        if not alive:
+            return results  # type: ignore[return-value]
         m = self.model()
         o = self.options
         dev = torch.device(o.device)
         t0 = time.perf_counter()
         with torch.no_grad():
-            guide, c_lat = m.preprocess_model.synthesis(torch.from_numpy(np.concatenate(y_hats, axis=0)))
-        timings["synthesis_s"] = time.perf_counter() - t0
-        if any(h is not None for h in hooks):
-            c_parts, g_parts = [], []
-            for i, item_hook in enumerate(hooks):
-                c_i, g_i = c_lat[i : i + 1].numpy(), guide[i : i + 1].numpy()
-                if item_hook is not None:
-                    c_i = np.asarray(item_hook("c_latent", c_i), dtype=np.float32)
-                    g_i = np.asarray(item_hook("guide_hint", g_i), dtype=np.float32)
-                c_parts.append(c_i)
-                g_parts.append(g_i)
-            c_lat, guide = torch.from_numpy(np.concatenate(c_parts)), torch.from_numpy(np.concatenate(g_parts))
-        _check_sane("c_latent", c_lat.numpy())
-        _check_sane("guide_hint", guide.numpy())
+            guide, c_lat = m.preprocess_model.synthesis(torch.from_numpy(np.concatenate([y_hats[i] for i in alive])))
+        timings: dict[str, float] = {"synthesis_s": time.perf_counter() - t0}
+        c_parts, g_parts = {}, {}
+        for row, i in enumerate(alive):
+            c_i, g_i = c_lat[row : row + 1].numpy(), guide[row : row + 1].numpy()
+            if hooks[i] is not None:
+                c_i = np.asarray(hooks[i]("c_latent", c_i), dtype=np.float32)
+                g_i = np.asarray(hooks[i]("guide_hint", g_i), dtype=np.float32)
+            c_parts[i], g_parts[i] = c_i, g_i
+        alive = [i for i in alive if not refuse(i, "c_latent", c_parts[i]) and not refuse(i, "guide_hint", g_parts[i])]
+        if not alive:
+            return results  # type: ignore[return-value]
+        c_lat = torch.from_numpy(np.concatenate([c_parts[i] for i in alive]))
+        guide = torch.from_numpy(np.concatenate([g_parts[i] for i in alive]))
+        b = len(alive)
+        timings["batch"] = float(b)
         if noise is None:
-            sources = [GeneratorNoise(s, dev) for s in decode_seeds]
+            sources = [GeneratorNoise(decode_seeds[i], dev) for i in alive]
 
             def noise(shape: tuple[int, ...], purpose: str) -> torch.Tensor:
                 return torch.cat([src((1, *shape[1:]), purpose) for src in sources], dim=0)
@@ -538,7 +561,9 @@ class RDEIC(LearnedCodec):
         if "entropy_decode_s" in states[0]:
             timings["entropy_decode_s"] = float(states[0]["entropy_decode_s"])
         self.last_timings = timings
-        return [np.ascontiguousarray(o_) for o_ in out]
+        for row, i in enumerate(alive):
+            results[i] = np.ascontiguousarray(out[row])
+        return results  # type: ignore[return-value]
 
 
 def to_pixel_values(img) -> np.ndarray:
