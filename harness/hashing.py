@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +14,23 @@ import numpy as np
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+_FILE_SHA256: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 (hex) of a file's bytes, memoised per (resolved path, size, mtime): weight files take seconds to
+    hash (5 GB). Raises ``OSError`` (no file, a folder): harness.codecs.checkpoints describes files first."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_SHA256:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+        _FILE_SHA256[key] = h.hexdigest()
+    return _FILE_SHA256[key]
 
 
 def pixels_sha256(image: np.ndarray) -> str:

@@ -23,7 +23,6 @@ the run at once instead of after the encode phase.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.codecs.base import CodecUnusable
+from harness.hashing import file_sha256
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -302,23 +302,6 @@ def key_problems(
 
 
 # -- hashes ----------------------------------------------------------------------------------------------------
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 (hex) of a file, memoised per (resolved path, size, mtime): hashing 5 GB takes seconds.
-    Raises ``OSError`` (a folder, no file): callers describe the file through :func:`inspect` first."""
-    st = os.stat(path)
-    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-        _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]
-
-
 def recorded_sha256(path: str | os.PathLike) -> tuple[str, str] | None:
     """(sha256, where it is recorded) of a file: a ``SHA256SUMS`` line beside it (``sha256sum`` format), else the
     shipped table :data:`SHIPPED_SHA256` by file name; None when no hash is recorded."""

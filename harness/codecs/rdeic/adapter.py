@@ -54,7 +54,7 @@ def save_adapter(path: str | os.PathLike, tensors: dict[str, Any], sidecar: dict
     sidecar, and a loader refuses a tensor file without one)."""
     from safetensors.torch import save_file
 
-    from harness.codecs.rdeic.checkpoint import file_sha256
+    from harness.hashing import file_sha256
 
     if sidecar.get("mode") not in MODES:
         raise AdapterError(f"adapter mode must be one of {', '.join(MODES)}, got {sidecar.get('mode')!r}")
@@ -73,7 +73,7 @@ def save_adapter(path: str | os.PathLike, tensors: dict[str, Any], sidecar: dict
 
 
 def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
-    from harness.codecs.rdeic.checkpoint import file_sha256
+    from harness.hashing import file_sha256
 
     path = Path(path)
     side = sidecar_path(path)
