@@ -24,7 +24,7 @@ from harness.artifacts import Artifacts
 from harness.cells import Cell
 from harness.codecs.base import Codec, InvalidOutput
 from harness.hashing import pixels_sha256
-from harness.metrics import Metric
+from harness.metrics import Metric, measure
 from harness.status import Status
 from harness.store import DecodeRecord
 from harness.workers import Limits, ParseOutcome, reproducible, type_name
@@ -165,9 +165,11 @@ def measured_record(
     image = image[: cell.height, : cell.width]  # crop codec padding: metrics see original pixels only
     t0 = time.perf_counter()
     values: dict[str, float] = {}
-    for name, metric in metrics.items():
-        values[name] = metric(image, art.original)
-        values[f"{name}_vs_clean"] = metric(image, art.clean[cell.decode_seed])
+    vs_original = measure(metrics, image, art.original)  # a metric that cannot score this image: NaN, said once
+    vs_clean = measure(metrics, image, art.clean[cell.decode_seed])
+    for name in metrics:
+        values[name] = vs_original[name]
+        values[f"{name}_vs_clean"] = vs_clean[name]
         values[f"clean_{name}"] = art.clean_metrics[cell.decode_seed][name]
     return DecodeRecord(
         decode_key=dkey,

@@ -209,3 +209,121 @@ def test_a_run_goes_on_without_a_metric_whose_weights_are_missing(empty_torch_ho
     assert row["lpips_n"] == 0 and math.isnan(row["lpips"]) and row["psnr_n"] == 1
     prov = hm.provenance(["psnr", "lpips"])
     assert prov["psnr"]["available"] == "True" and prov["lpips"]["available"] == "False"
+
+
+# -- one image never loses a run: every metric declares the smallest image it scores ------------------------------
+def _flat_pair(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:height, 0:width]
+    ref = np.stack([xx * 3 % 256, yy * 5 % 256, (xx + yy) % 256], axis=-1).astype(np.uint8)
+    out = ref.copy()
+    out[::2, ::3] ^= 8
+    return out, ref
+
+
+@pytest.mark.parametrize("name", ["psnr", "psnr_y", "ssim", "ms_ssim", "ms_ssim_rgb"])
+def test_below_its_declared_size_a_metric_gives_nan_and_says_why_at_it_a_number(name, capsys):
+    """The oracle is the library itself: at ``min_side`` it scores, one pixel less on either side is NaN (pyiqa's
+    ssim raised a RuntimeError on an 8x8 image inside the clean-decode control, losing the whole run)."""
+    if name != "psnr" and name != "psnr_y":
+        pytest.importorskip("pyiqa")
+    metric = METRICS.get(name)()
+    side = metric.min_side
+    assert math.isfinite(metric(*_flat_pair(side, side + 40)))
+    if side == 1:
+        return
+    for shape in ((side - 1, side + 40), (side + 40, side - 1)):
+        assert math.isnan(metric(*_flat_pair(*shape)))
+    err = capsys.readouterr().err
+    assert err.count(f"needs images of at least {side} px a side") == 1, err  # once per metric, not per image
+
+
+def _random_backbones(monkeypatch) -> None:
+    """The architectures of LPIPS and DISTS with random weights: their size limits, never a reported number."""
+    import torchvision
+    from pyiqa.archs import dists_arch, lpips_arch
+
+    alexnet, vgg16 = torchvision.models.alexnet, torchvision.models.vgg16
+    monkeypatch.setattr(lpips_arch.models, "alexnet", lambda *a, **k: alexnet(weights=None))
+    monkeypatch.setattr(lpips_arch.models, "vgg16", lambda *a, **k: vgg16(weights=None))
+    monkeypatch.setattr(dists_arch.models, "vgg16", lambda *a, **k: vgg16(weights=None))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "arch"), [("lpips", "alex"), ("lpips_vgg", "vgg"), ("dists", None), ("niqe", None)])
+def test_declared_sizes_of_the_weighted_metrics_are_where_their_architectures_stop(name, arch, monkeypatch):
+    """Weights are not needed to know where an architecture stops: random backbones (and random NIQE statistics)
+    score an image of ``min_side`` and raise one pixel below it (DISTS scores any size)."""
+    pytest.importorskip("pyiqa")
+    import torch
+    from pyiqa.archs import dists_arch, lpips_arch
+    from pyiqa.archs.niqe_arch import calculate_niqe
+
+    _random_backbones(monkeypatch)
+    side = METRICS.get(name).min_side
+    if name == "niqe":
+        mu, a = torch.rand(1, 36), torch.rand(1, 36, 36)
+        cov = a @ a.transpose(1, 2) + torch.eye(36)
+
+        def score(x, y):
+            return calculate_niqe(x, 0, True, "yiq", mu, cov)
+    else:
+        net = lpips_arch.LPIPS(pretrained=False, net=arch, pnet_rand=True) if arch else dists_arch.DISTS(False)
+        score = net.eval()
+    with torch.inference_mode():
+        x = torch.rand(1, 3, side, side + 40)
+        assert torch.isfinite(score(x, torch.rand_like(x))).all()
+        if side > 1:
+            with pytest.raises(RuntimeError):
+                x = torch.rand(1, 3, side - 1, side + 40)
+                score(x, torch.rand_like(x))
+
+
+def test_measure_turns_one_metrics_failure_into_nan_and_keeps_the_others(capsys):
+    from harness.metrics import Metric, measure
+
+    class Breaks(Metric):
+        name = "breaks"
+
+        def __call__(self, output, reference):
+            raise RuntimeError("kernel larger than the input\nsecond line")
+
+    metrics = {"psnr": PSNR(), "breaks": Breaks()}
+    out, ref = _flat_pair(8, 8)
+    for _ in range(3):
+        values = measure(metrics, out, ref)
+        assert math.isnan(values["breaks"]) and values["psnr"] == PSNR()(out, ref)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["metric 'breaks' failed on a 8x8 image (RuntimeError: kernel larger than the input); NaN"]
+
+
+def test_a_folder_with_an_image_too_small_for_ssim_stores_every_cell(tmp_path, capsys):
+    """The issue's case: one 8x8 and one 48x48 image, SSIM among the metrics. Before: a traceback from the
+    clean-decode control, 0 cells stored. Now: all cells, SSIM NaN on the 8x8 image only, said once."""
+    pytest.importorskip("pyiqa")
+    from PIL import Image
+
+    from harness.cli import main
+    from harness.store import ResultStore
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for side in (8, 48):
+        Image.fromarray(_flat_pair(side, side)[1]).save(folder / f"img{side}.png")
+    suite = tmp_path / "s.toml"
+    suite.write_text(
+        'name = "small"\nseed = 1\nseeds = 1\nmetrics = ["psnr", "ssim"]\ntimeout_s = 60\n'
+        f'[[datasets]]\nname = "folder"\npath = "{folder}"\n'
+        '[[codecs]]\ncodec = "jpeg2000"\nlabel = "j"\noptions = { target_bpp = 4.0, numres = 1 }\n'
+        '[[corruptions]]\ncorruption = "bsc"\nscopes = ["all"]\ngrid = { ber = [0.0, 1e-3] }\n'
+    )
+    assert main(["--suite", str(suite), "--out", str(tmp_path / "run"), "--no-progress", "--workers", "1"]) == 0
+    assert capsys.readouterr().err.count("needs images of at least 11 px a side") == 1
+    store = ResultStore(tmp_path / "run" / "results.sqlite")
+    try:
+        cells = store.cells_frame()
+    finally:
+        store.close()
+    assert len(cells) == 4 and set(cells["status"]) == {"ok"}
+    small = cells["height"] == 8
+    assert cells.loc[small, "metric.ssim"].isna().all() and cells.loc[~small, "metric.ssim"].notna().all()
+    assert cells["metric.psnr"].notna().all()

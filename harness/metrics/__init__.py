@@ -24,6 +24,12 @@ name             what                                                           
 are not in ``$TORCH_HOME`` (:mod:`harness.metrics.weights`) are never built with other weights:
 :func:`create_metric` returns an :class:`Unavailable` placeholder that records NaN (tables show "not
 computed") and says so once, naming the files and where to put them.
+
+One image never stops a run: every metric declares the smallest image it can score (:attr:`Metric.min_side`,
+the shorter side in pixels, measured on each architecture: SSIM's 11x11 window, LPIPS-Alex's pooling, NIQE's
+96 px blocks, the multi-scale metrics' four downsamplings) and gives NaN below it, saying why once per metric;
+:func:`measure` (what the clean-decode control and every cell call) turns any other failure of one metric on
+one image into NaN with its reason, once per metric and error type, instead of a traceback that loses the run.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import importlib.util
 import math
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
@@ -49,9 +56,46 @@ class Metric(ABC):
     #: Python packages it imports when built (checked without importing them).
     packages: ClassVar[tuple[str, ...]] = ()
     available: ClassVar[bool] = True
+    #: Smallest image it can score, in pixels of the shorter side: below it the metric gives NaN (and says why).
+    min_side: ClassVar[int] = 1
 
     @abstractmethod
-    def __call__(self, output: np.ndarray, reference: np.ndarray) -> float: ...
+    def __call__(self, output: np.ndarray, reference: np.ndarray) -> float:
+        """The score of ``output`` against ``reference`` (uint8 HxWx3 of one shape); NaN below :attr:`min_side`."""
+
+    def too_small(self, image: np.ndarray) -> bool:
+        """Whether ``image`` is below :attr:`min_side` (then the caller returns NaN); says so once per metric."""
+        height, width = image.shape[:2]
+        if min(height, width) >= self.min_side:
+            return False
+        self.say_once(
+            "min_side",
+            f"metric {self.name!r} needs images of at least {self.min_side} px a side; {width}x{height} gets NaN",
+        )
+        return True
+
+    def say_once(self, reason: str, message: str) -> None:
+        """One line on stderr per reason and metric object (a run builds each metric once): why it gave NaN."""
+        said: set[str] = self.__dict__.setdefault("_said", set())
+        if reason not in said:
+            said.add(reason)
+            print(message, file=sys.stderr)
+
+
+def measure(metrics: Mapping[str, Metric], output: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Every metric of ``metrics`` on one (output, reference) pair (uint8 HxWx3, cropped to the original size):
+    name -> score. A metric that raises on this pair records NaN and says why (once per metric and error type),
+    so one image a metric cannot score never stops the run; the other metrics and images are unaffected."""
+    out: dict[str, float] = {}
+    for name, metric in metrics.items():
+        try:
+            out[name] = float(metric(output, reference))
+        except Exception as exc:  # one metric on one image: NaN with its reason, never the whole run
+            height, width = output.shape[:2]
+            what = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+            metric.say_once(type(exc).__name__, f"metric {name!r} failed on a {width}x{height} image ({what}); NaN")
+            out[name] = math.nan
+    return out
 
 
 def _check_pair(name: str, output: np.ndarray, reference: np.ndarray) -> None:
@@ -73,7 +117,7 @@ class PSNR(Metric):
 
     def __call__(self, output: np.ndarray, reference: np.ndarray) -> float:
         _check_pair(self.name, output, reference)
-        return _psnr(output, reference)
+        return math.nan if self.too_small(output) else _psnr(output, reference)
 
 
 #: ITU-R BT.601 luma weights, as pyiqa's ``psnry`` (its YIQ Y) uses them.
@@ -90,6 +134,8 @@ class PSNR_Y(Metric):
 
     def __call__(self, output: np.ndarray, reference: np.ndarray) -> float:
         _check_pair(self.name, output, reference)
+        if self.too_small(output):
+            return math.nan
         return _psnr(output.astype(np.float64) @ LUMA, reference.astype(np.float64) @ LUMA)
 
 

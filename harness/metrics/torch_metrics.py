@@ -9,7 +9,6 @@ Inputs are the uint8 HxWx3 images, scaled to [0, 1] floats on the CPU.
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,17 +20,15 @@ from harness.metrics import weights as w
 def _to_tensor(image: np.ndarray) -> Any:
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div_(255.0)
+    # a read-only array (a cached decode) would make torch warn about non-writable memory: copy it then
+    return torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)[None].float().div_(255.0)
 
 
 class TorchMetric(Metric):
     packages = ("torch",)
-    #: Smallest image side the metric accepts (multi-scale metrics downsample 4 times).
-    min_side: ClassVar[int] = 1
 
     def __init__(self) -> None:
         self._model: Any = None
-        self._warned_small = False
 
     def build(self) -> Any:
         raise NotImplementedError
@@ -41,14 +38,7 @@ class TorchMetric(Metric):
 
     def __call__(self, output: np.ndarray, reference: np.ndarray) -> float:
         _check_pair(self.name, output, reference)
-        if min(output.shape[:2]) < self.min_side:
-            if not self._warned_small:
-                self._warned_small = True
-                print(
-                    f"metric {self.name!r} needs images of at least {self.min_side} px a side; "
-                    f"{output.shape[1]}x{output.shape[0]} gets NaN",
-                    file=sys.stderr,
-                )
+        if self.too_small(output):
             return math.nan
         import torch
 
@@ -71,20 +61,21 @@ class PyiqaMetric(TorchMetric):
 class SSIM(PyiqaMetric):
     name = "ssim"
     pyiqa_name = "ssim"
+    min_side = 11  # its 11x11 window, applied without padding
     description = "SSIM on luma Y (pyiqa ssim: Y rounded to integers, 11x11 Gaussian window sigma 1.5, no downsampling)"
 
 
 class MS_SSIM(PyiqaMetric):
     name = "ms_ssim"
     pyiqa_name = "ms_ssim"
-    min_side = 161
+    min_side = 161  # 5 scales: an 11 px window after 4 halvings (measured: 160 px raises)
     description = "MS-SSIM on luma Y (pyiqa ms_ssim, 5 scales); see ms_ssim_rgb for the RGB variant"
 
 
 class MS_SSIM_RGB(TorchMetric):
     name = "ms_ssim_rgb"
     packages = ("torch", "pytorch_msssim")
-    min_side = 161
+    min_side = 161  # pytorch_msssim asserts a side above (11 - 1) x 2^4
     description = "MS-SSIM on RGB (pytorch_msssim, data range 255, 5 scales; CompressAI's convention)"
 
     def build(self) -> Any:
@@ -99,6 +90,7 @@ class MS_SSIM_RGB(TorchMetric):
 class LPIPS(PyiqaMetric):
     name = "lpips"
     pyiqa_name = "lpips"
+    min_side = 31  # AlexNet's stride-4 convolution and two 3x3 poolings (measured: 30 px raises)
     higher_better = False
     requires = (w.ALEXNET, w.LPIPS_ALEX)
     description = "LPIPS v0.1 with AlexNet features (pyiqa lpips); lower is better"
@@ -107,6 +99,7 @@ class LPIPS(PyiqaMetric):
 class LPIPS_VGG(PyiqaMetric):
     name = "lpips_vgg"
     pyiqa_name = "lpips-vgg"
+    min_side = 16  # VGG16's four 2x2 poolings before its last stage (measured: 15 px raises)
     higher_better = False
     requires = (w.VGG16, w.LPIPS_VGG)
     description = "LPIPS v0.1 with VGG16 features (pyiqa lpips-vgg); lower is better"
@@ -115,6 +108,7 @@ class LPIPS_VGG(PyiqaMetric):
 class DISTS(PyiqaMetric):
     name = "dists"
     pyiqa_name = "dists"
+    # min_side 1: its L2 poolings pad, so any size is scored (measured down to 1 px)
     higher_better = False
     requires = (w.VGG16, w.DISTS)
     description = "DISTS (pyiqa dists, VGG16 features); lower is better"
@@ -123,6 +117,7 @@ class DISTS(PyiqaMetric):
 class NIQE(PyiqaMetric):
     name = "niqe"
     pyiqa_name = "niqe"
+    min_side = 96  # one 96x96 block (pyiqa niqe; measured: 95 px raises)
     higher_better = False
     requires = (w.NIQE,)
     description = "NIQE, no-reference (pyiqa niqe on Y; the reference is ignored); lower is better"
