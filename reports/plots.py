@@ -49,6 +49,12 @@ STATUS_COLOURS = {
 #: ±12.7 standard errors: it says "too few", which the n beside the point says better).
 MIN_BAND_N = 5
 
+#: Up to this many lines per panel draw their interval as a band; with more, overlapping bands merge into one
+#: opaque block, so each point gets an error bar instead, the lines dodged sideways (identical curves stay visible).
+MAX_BANDS = 3
+#: Sideways dodge between lines of one panel: a fraction of a decade on a log axis, of the level spacing otherwise.
+DODGE = 0.035
+
 #: Other parameters that vary within a panel (burst length, FEC, dataset) keep the codec's colour and change
 #: the line style and marker.
 STYLES = [("-", "o"), ("--", "s"), ("-.", "^"), ((0, (5, 1)), "D"), ((0, (3, 1, 1, 1, 1, 1)), "v"), ("-", "P")]
@@ -152,13 +158,36 @@ def _panels(n: int) -> tuple[plt.Figure, list[plt.Axes]]:
     return fig, flat[:n]
 
 
+def tick_label(value: float, log: bool) -> str:
+    """A level's tick: one format per axis. On a log axis every tick in the same short scientific form
+    (``1e-5``, ``5e-3``, ``1e-1``; never ``1e-05`` beside ``0.0001``); otherwise ``:g``."""
+    if not log or value == 0:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _dodge(x: np.ndarray, i: int, k: int, log: bool) -> np.ndarray:
+    """x of line ``i`` of ``k`` moved sideways by :data:`DODGE` (a log axis multiplies, a linear one adds a share of
+    the smallest level spacing), centred on the true level, so identical lines do not hide each other."""
+    if k <= 1 or not len(x):
+        return x
+    shift = (i - (k - 1) / 2) * DODGE
+    if log:
+        return x * 10**shift
+    finite = np.unique(x[np.isfinite(x)])
+    step = float(np.min(np.diff(finite))) if len(finite) > 1 else 1.0
+    return x + shift * step
+
+
 def _finish_x(ax: plt.Axes, log: bool, zero_at: float | None, name: str, levels: pd.Series) -> None:
     """Ticks at the levels, and the x label ``name`` (the parameter with the unit its corruption declares)."""
     if log:
         ax.set_xscale("log")
         ticks = sorted({float(v) for v in levels if v > 0})
         ax.set_xticks(([zero_at] if zero_at is not None else []) + ticks)
-        ax.set_xticklabels((["0"] if zero_at is not None else []) + [f"{t:g}" for t in ticks])
+        ax.set_xticklabels((["0"] if zero_at is not None else []) + [tick_label(t, True) for t in ticks])
         ax.minorticks_off()
     n_ticks = len(ax.get_xticks())
     if n_ticks > 4:  # long labels such as 1e-05 collide from about five ticks up
@@ -230,16 +259,25 @@ def failure_rate(
     for ax, ((corruption, scope), g) in zip(axes, panels, strict=True):
         axis_name = level_axis(g["params"].iloc[0]) or default_axis
         _, log, zero_at = _x_positions(g["level_value"], axis_name)
-        for codec, variant, c in _lines(g, keys):
-            x = _x_of(c["level_value"], log, zero_at)
+        lines = _lines(g, keys)
+        bands = len(lines) <= MAX_BANDS
+        for i, (codec, variant, c) in enumerate(lines):
+            x = _dodge(_x_of(c["level_value"], log, zero_at), i, len(lines), log)
             ls, marker = styles[variant]
             colour = colours.get(codec)
             label = codec + (f" [{variant}]" if variant else "")
-            ax.plot(x, 100 * c["failure_rate"], marker=marker, ls=ls, color=colour, label=label)
-            ax.fill_between(x, 100 * c["failure_ci_low"], 100 * c["failure_ci_high"], alpha=0.15, color=colour)
+            rate, lo, hi = (
+                100 * c[k].to_numpy(dtype=float) for k in ("failure_rate", "failure_ci_low", "failure_ci_high")
+            )
+            if bands:
+                ax.plot(x, rate, marker=marker, ls=ls, color=colour, label=label)
+                ax.fill_between(x, lo, hi, alpha=0.15, color=colour)
+            else:  # many lines: a faint interval bar per point, lines dodged, so neither bands nor curves hide
+                ax.plot(x, rate, marker=marker, ms=4, ls=ls, lw=1.2, color=colour, label=label)
+                ax.vlines(x, lo, hi, color=colour, lw=0.8, alpha=0.35)
         _finish_x(ax, log, zero_at, axis_label(str(corruption), g["params"].iloc[0]), g["level_value"])
         ax.set_ylim(-2, 102)
-        ax.set_ylabel("failure rate (%, Wilson 95% band)", fontsize=9)
+        ax.set_ylabel(f"failure rate (%, Wilson 95% {'band' if bands else 'interval'})", fontsize=9)
         ax.set_title(f"{corruption}, scope {scope}", fontsize=10)
     _figure_legend(fig, _used(colours, summary["codec"]), styles)
     fig.suptitle("Decode failures (any status but ok)")
@@ -267,14 +305,16 @@ def quality(
     keys = _variant_keys(summary)
     styles = _styles((g for _, _, g in panels), keys)
     fig, axes = _panels(len(panels))
-    small_n = any_lossless = False
+    small_n = hollow = any_lossless = False
+    plotted_of: dict[str, list[float]] = {}  # per metric, over every panel: one y range for one metric
     for ax, (m, (corruption, scope), g) in zip(axes, panels, strict=True):
         axis_name = level_axis(g["params"].iloc[0]) or default_axis
         _, log, zero_at = _x_positions(g["level_value"], axis_name)
-        plotted: list[float] = []
+        plotted = plotted_of.setdefault(m, [])
         lossless: list[tuple[float, str]] = []
-        for codec, variant, c in _lines(g, keys):
-            x = _x_of(c["level_value"], log, zero_at)
+        lines = _lines(g, keys)
+        for i, (codec, variant, c) in enumerate(lines):
+            x = _dodge(_x_of(c["level_value"], log, zero_at), i, len(lines), log)
             ls, marker = styles[variant]
             colour = colours.get(codec)
             label = codec + (f" [{variant}]" if variant else "")
@@ -287,20 +327,21 @@ def quality(
             hi = np.where(band, c[f"{m}_ci_high"].to_numpy(dtype=float), np.nan)
             ax.fill_between(x, lo, hi, alpha=0.15, color=colour)
             plotted += list(mean)
-            for xi, yi, ni in zip(x, mean, n, strict=True):
-                if np.isfinite(yi) and 0 < ni < MIN_BAND_N:
+            few = np.isfinite(mean) & (n > 0) & (n < MIN_BAND_N)
+            if len(lines) <= MAX_BANDS:  # a few lines: n written beside each such point
+                for xi, yi, ni in zip(x[few], mean[few], n[few], strict=True):
                     small_n = True
                     offset = {"textcoords": "offset points", "xytext": (3, 4)}
                     ax.annotate(f"n={int(ni)}", (xi, yi), fontsize=6, color=colour, **offset)
+            elif few.any():  # many lines: labels would pile up; such points are hollow (n in the tables)
+                hollow = True
+                ax.plot(x[few], mean[few], ls="none", marker=marker, ms=7, mfc="white", mec=colour, zorder=3)
             lossless += [(xi, colour) for xi, r in zip(x, raw, strict=True) if r == math.inf]
             if f"{m}_drop" in c:  # clean decode's level = corrupted mean + mean drop
                 drop = c[f"{m}_drop"].to_numpy(dtype=float)
                 clean = np.where(np.isfinite(drop), mean + drop, np.nan)
                 ax.plot(x, clean, color=colour, **CLEAN_STYLE)
                 plotted += list(clean)
-        limits = _y_limits(plotted)
-        if limits:
-            ax.set_ylim(*limits)
         any_lossless = any_lossless or bool(lossless)
         for xi, colour in lossless:  # all decodes lossless: no finite mean, marked at the top
             ax.plot(
@@ -316,9 +357,16 @@ def quality(
         unit = metric_unit(m)
         ax.set_ylabel(f"{m}{f' ({unit})' if unit else ''}, mean over ok decodes", fontsize=9)
         ax.set_title(f"{m}: {corruption}, scope {scope}", fontsize=10)
+    for ax, (m, _, _) in zip(axes, panels, strict=True):
+        limits = _y_limits(plotted_of[m])
+        if limits:
+            ax.set_ylim(*limits)
     from matplotlib.lines import Line2D
 
     extra = [(Line2D([], [], color="0.4", **CLEAN_STYLE), "clean decode (corrupted mean + mean drop)")]
+    if hollow:
+        entry = Line2D([], [], color="0.4", marker="o", mfc="white", ls="none")
+        extra.append((entry, f"hollow: fewer than {MIN_BAND_N} ok decodes (no band; n in the tables)"))
     if any_lossless:
         lossless_entry = Line2D([], [], color="0.4", marker=LOSSLESS_MARKER, ms=9, ls="none")
         extra.append((lossless_entry, "every decode lossless (PSNR = inf), at the top"))
@@ -361,35 +409,68 @@ def status_composition(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
 
 
 def rd_curves(
-    rd: pd.DataFrame, metrics: tuple[str, ...], out_dir: Path, colours: dict[str, str] | None = None
+    rd: pd.DataFrame,
+    metrics: tuple[str, ...],
+    out_dir: Path,
+    colours: dict[str, str] | None = None,
+    bounds: Iterable[str] = (),
 ) -> list[Path]:
+    """Rate–distortion of the clean decodes, one panel per (metric, dataset). ``bounds``: codec labels that are
+    reference bounds, not codecs (the VAE-only row: no compression, ~5 bpp): drawn as a horizontal reference line
+    at their quality, so their rate does not squash every real codec into one smear. Intervals are drawn only
+    for points resting on at least :data:`MIN_BAND_N` images (a t interval from 2–3 images spans tens of dB);
+    the axis is clipped to the plotted means."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     colours = colours or codec_colours(rd["codec"])
+    bounds = {str(b) for b in bounds}
     data = [k for k in ("dataset", "preprocessing") if k in rd and (k == "dataset" or rd[k].nunique() > 1)]
     panels = [(m, " ".join(map(str, d)), g) for m in metrics for d, g in rd.groupby(data, sort=True)]
     fig, axes = _panels(len(panels))
+    small_n = False
     for ax, (m, dataset, g) in zip(axes, panels, strict=True):
         finite = g[np.isfinite(g[m].to_numpy(dtype=float))]
         left_out = g[g[m].map(lambda v: v == math.inf)]
-        for curve, c in finite.groupby("curve", sort=True):
+        is_bound = finite["codec"].astype(str).isin(bounds)
+        plotted = list(finite[m].to_numpy(dtype=float))
+        for curve, c in finite[~is_bound].groupby("curve", sort=True):
             c = c.sort_values("bpp")
-            yerr = np.vstack([c[m] - c[f"{m}_ci_low"], c[f"{m}_ci_high"] - c[m]])
+            n_img = c["images"].to_numpy() if "images" in c else np.full(len(c), MIN_BAND_N)
+            wide = n_img >= MIN_BAND_N
+            lo = np.where(wide, c[m] - c[f"{m}_ci_low"], 0.0)
+            hi = np.where(wide, c[f"{m}_ci_high"] - c[m], 0.0)
+            small_n |= bool((~wide).any())
             colour = colours.get(str(c["codec"].iloc[0]))  # the curve's lowest-rate configuration
-            n = "/".join(sorted({str(int(v)) for v in c["images"]})) if "images" in c else "?"
+            n = "/".join(sorted({str(int(v)) for v in n_img})) if "images" in c else "?"
             label = f"{curve} (n {n} images)"
-            ax.errorbar(c["bpp"], c[m], yerr=np.nan_to_num(yerr), marker="o", capsize=3, color=colour, label=label)
-        bpp = finite["bpp"].to_numpy(dtype=float)
+            ax.errorbar(c["bpp"], c[m], yerr=np.nan_to_num(np.vstack([lo, hi])), marker="o", capsize=3,
+                        color=colour, label=label)  # fmt: skip
+        for r in finite[is_bound].to_dict("records"):
+            colour = colours.get(str(r["codec"]), "0.3")
+            ax.axhline(r[m], ls="--", lw=1.0, color=colour,
+                       label=f"{r['codec']}: bound at {r['bpp']:.2f} bpp (not to scale)")  # fmt: skip
+        bpp = finite.loc[~is_bound, "bpp"].to_numpy(dtype=float)
         bpp = bpp[np.isfinite(bpp) & (bpp > 0)]
         if len(bpp) >= 2 and bpp.max() / bpp.min() >= 10:
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(base=10))
+            ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
+            plain = FuncFormatter(lambda v, _: f"{v:g}")
+            ax.xaxis.set_major_formatter(plain)
+            ax.xaxis.set_minor_formatter(plain if bpp.max() / bpp.min() < 100 else NullFormatter())
+        limits = _y_limits(plotted)
+        if limits:
+            ax.set_ylim(*limits)
         ax.set_xlabel("bpp (bits per original pixel; 8·file bytes / pixels)", fontsize=9)
         unit = metric_unit(m)
-        ax.set_ylabel(f"clean {m}{f' ({unit})' if unit else ''}, mean over images (95% CI)", fontsize=9)
+        ax.set_ylabel(f"clean {m}{f' ({unit})' if unit else ''}, mean over images", fontsize=9)
         title = f"{dataset}: {m}"
         if len(left_out):
             title += "\nlossless (not drawn): " + ", ".join(map(str, left_out["codec"]))
         ax.set_title("\n".join(textwrap.wrap(title, 60, replace_whitespace=False)), fontsize=9)
         ax.grid(alpha=0.3, which="both")
-    _figure_legend(fig, {}, None, _axes_entries(axes))
+    legend_title = f"bars: 95% t interval where n ≥ {MIN_BAND_N} images" + ("; points alone below" if small_n else "")
+    _figure_legend(fig, {}, None, _axes_entries(axes), legend_title)
     fig.suptitle("Rate–distortion of the clean decodes")
     return save(fig, out_dir, "rd")
 

@@ -248,6 +248,15 @@ def grid_rows(
     return rows
 
 
+def clean_only_labels(cells: pd.DataFrame) -> list[str]:
+    """Codec labels with clean cells only (``clean_only``: the VAE-only bound) in a run where other labels have
+    corrupted levels: a reference bound, drawn as such, not a codec to compare rates with."""
+    identity = (cells["level_value"] == 0).groupby(cells["codec_label"]).all()
+    if identity.all():
+        return []
+    return [str(label) for label, only_clean in identity.items() if only_clean]
+
+
 def _named(frame: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
     """``frame`` with its codec labels (and RD curve names) replaced by the names figures show
     (:func:`reports.tables.display_names`: the build in brackets where the label does not name it)."""
@@ -335,7 +344,8 @@ def build(
         if computed:
             shown = computed[:MAX_QUALITY_METRICS]
             _figure(rep, "quality", lambda: plots.quality(shown_summary, shown, axis, out, colours))
-            _figure(rep, "rd", lambda: plots.rd_curves(shown_rd, computed[:2], out, colours))
+            bounds = [names.get(str(b), str(b)) for b in clean_only_labels(cells)]
+            _figure(rep, "rd", lambda: plots.rd_curves(shown_rd, computed[:2], out, colours, bounds))
         _figure(rep, "status", lambda: plots.status_composition(shown_summary, out))
         if grid:
             phase(f"visual grid (re-decoding, at most {GRID_BUDGET_S:g} s)")
@@ -435,8 +445,9 @@ CAPTIONS = {
     "quality": "Quality over ok decodes vs level (mean; 95% t band where n ≥ 5, n beside points with fewer); "
     "dotted: the clean decode. The axis is clipped to the plotted values; ∞ at the top: every decode lossless.",
     "status": "Status composition per level.",
-    "rd": "Rate–distortion of the clean decodes (mean over the same images for bpp and quality, 95% interval); "
-    "lossless points are named, not drawn.",
+    "rd": "Rate–distortion of the clean decodes (mean over the same images for bpp and quality; 95% interval "
+    "where a point rests on at least 5 images); lossless points are named, not drawn; a bound without compression "
+    "(VAE-only) is a dashed line at its quality.",
     "ood_training_curves": "Adapter training loss and validation metric against steps (step 0 = the base; ★ the "
     "best validation step).",
     "grid": "One image across levels: original, clean decode, corrupted decodes (re-decoded and verified "
