@@ -671,3 +671,81 @@ def test_hdf5_rows_follow_their_dtype_and_max_pixels(tmp_path):
     ds = create_dataset("galaxy10", path=str(tmp_path / "f.h5"))
     with pytest.raises(DatasetError, match="float32"):
         ds.read(ds.index()[0])
+
+
+# -- ICC profiles: what the file declares is followed and recorded (issue #23) ------------------------------------
+#: D50-adapted colorants (XYZ) of Adobe RGB (1998) and of sRGB, as their ICC profiles state them.
+ADOBE_D50 = np.array([[0.6097, 0.2053, 0.1492], [0.3111, 0.6257, 0.0632], [0.0195, 0.0609, 0.7446]])
+SRGB_D50 = np.array([[0.4361, 0.3851, 0.1431], [0.2225, 0.7169, 0.0606], [0.0139, 0.0971, 0.7141]])
+ADOBE_GAMMA = 563 / 256
+
+
+def _s15(v: float) -> bytes:
+    return struct.pack(">i", round(v * 65536))
+
+
+def _matrix_profile(name: str, colorants: np.ndarray, gamma: float, space: bytes = b"RGB ") -> bytes:
+    """A minimal ICC v2 display profile (matrix + gamma curves), written here byte by byte from the ICC spec,
+    so the test does not depend on the code under test or on a profile file being installed."""
+    xyz = [b"XYZ \0\0\0\0" + b"".join(_s15(v) for v in col) for col in colorants.T]
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    text = name.encode() + b"\0"
+    desc = b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 8 + b"\0\0\0" + b"\0" * 67
+    desc += b"\0" * (-len(desc) % 4)
+    tags = [(b"desc", desc), (b"wtpt", b"XYZ \0\0\0\0" + _s15(0.9642) + _s15(1.0) + _s15(0.8249))]
+    tags += [(b"rXYZ", xyz[0]), (b"gXYZ", xyz[1]), (b"bXYZ", xyz[2])]
+    tags += [(b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve), (b"cprt", b"text\0\0\0\0none\0\0\0\0")]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = struct.pack(">I", len(tags)), b""
+    for sig, body in tags:
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body + b"\0" * (-len(body) % 4)
+    size = offset + len(data)
+    header = struct.pack(">I", size) + b"\0" * 4 + bytes([2, 0x10, 0, 0]) + b"mntr" + space + b"XYZ "
+    header += b"\0" * 12 + b"acsp" + b"\0" * 24 + b"\0" * 4 + _s15(0.9642) + _s15(1.0) + _s15(0.8249)
+    header += b"\0" * (128 - len(header))
+    return header + table + data
+
+
+def _srgb_encode(linear: np.ndarray) -> np.ndarray:
+    linear = np.clip(linear, 0.0, 1.0)
+    v = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
+    return np.round(v * 255)
+
+
+def _png_with_profile(path, pixels: np.ndarray, profile: bytes) -> None:
+    Image.fromarray(pixels).save(path, icc_profile=profile)
+
+
+def test_a_wide_gamut_icc_profile_is_converted_to_srgb_and_recorded(tmp_path):
+    """Adobe RGB pixels: the expected sRGB values come from the colorants and curves (matrix arithmetic here),
+    not from LittleCMS. Before: returned as stored, nothing recorded."""
+    levels = np.array([[[200, 60, 60], [60, 160, 60], [128, 128, 128], [40, 90, 200]]], dtype=np.uint8)
+    path = tmp_path / "adobe.png"
+    _png_with_profile(path, levels, _matrix_profile("Test Adobe RGB", ADOBE_D50, ADOBE_GAMMA))
+    pixels, conversion = decode_image(path)
+    xyz = (levels[0].astype(float) / 255) ** ADOBE_GAMMA @ ADOBE_D50.T
+    expected = _srgb_encode(xyz @ np.linalg.inv(SRGB_D50).T)
+    assert np.abs(pixels[0].astype(int) - expected).max() <= 2, (pixels[0], expected)
+    assert np.abs(pixels[0].astype(int) - levels[0]).max() > 10  # wide gamut: the stored values are not sRGB
+    assert 'ICC profile "Test Adobe RGB"' in conversion and "-> sRGB" in conversion
+
+
+def test_an_srgb_profile_keeps_the_pixels_and_is_recorded(tmp_path):
+    levels = np.arange(0, 256 * 3, 7, dtype=np.uint16)[:96].reshape(4, 8, 3).astype(np.uint8)
+    path = tmp_path / "srgb.png"
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    _png_with_profile(path, levels, srgb)
+    pixels, conversion = decode_image(path)
+    assert np.array_equal(pixels, levels)
+    assert "ICC profile" in conversion and "kept as stored" in conversion
+
+
+def test_an_unreadable_profile_is_recorded_not_applied(tmp_path):
+    levels = np.full((4, 4, 3), 90, np.uint8)
+    path = tmp_path / "broken.png"
+    _png_with_profile(path, levels, b"\0\0\0\x10not an icc profile at all")
+    pixels, conversion = decode_image(path)
+    assert np.array_equal(pixels, levels) and "unreadable" in conversion and "not applied" in conversion

@@ -27,6 +27,12 @@ YCbCr JPEG (3 components)             libjpeg's JFIF YCbCr->RGB (what Pillow ret
                                        samples, or no declared depth: refused (no agreed scale)
 ``F`` (float), signed integers,       refused: no agreed 8-bit scale
 float arrays
+embedded ICC profile (PNG iCCP,       RGB profile: converted to sRGB (LittleCMS through PIL.ImageCms, relative
+JPEG APP2, TIFF, WebP), RGB images    colorimetric, on the 8-bit RGB pixels), unless it maps a 16-level grid
+                                       of colours within 1 code value of sRGB (then kept as stored). Recorded
+                                       either way with the profile's description and sha256; a profile of
+                                       another colour space (CMYK, gray) or one LittleCMS cannot read is
+                                       recorded as "not applied" and the pixels are kept as stored
 EXIF orientation 2-8 (JPEG APP1, PNG  APPLIED for every format (Pillow >= 13 already does it for TIFF; it
 eXIf, TIFF tag 274, WebP EXIF, XMP    is then not applied twice); the applied value (1 = none) is kept in
 tiff:Orientation)                     ``ImageEntry.orientation``. BMP, PGM/PPM and GIF carry no tag.
@@ -44,6 +50,7 @@ Any failure is one :class:`DatasetError` line for that image; callers record it 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import sys
@@ -202,6 +209,7 @@ def decode_pil(im: Any, where: str, max_pixels: int | None = DEFAULT_MAX_PIXELS)
             before = _orientation_tag(im)
             im.load()
             rgb, notes = _pil_to_rgb(im, where, _mode_bits(im.mode), None)
+            rgb = _icc_to_srgb(rgb, im.info.get("icc_profile"), notes)
         return _finish(rgb, notes, before, _orientation_tag(im))
     except DatasetError:
         raise
@@ -292,9 +300,44 @@ def _decode_pillow(source: str | Path | bytes, head: bytes, where: str, max_pixe
             rgb, notes = _pil_to_rgb(im, where, bits, full)
             if im.format in ("JPEG", "MPO") and im.mode == "RGB" and _jpeg_is_ycbcr(im):
                 notes.insert(0, "YCbCr->RGB (libjpeg, JFIF)")
+            rgb = _icc_to_srgb(rgb, im.info.get("icc_profile"), notes)
             return _finish(rgb, notes, before, _orientation_tag(im))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DatasetError(_bomb_message(exc, where, max_pixels)) from None
+
+
+#: Colours the sRGB-equivalence test of an ICC profile maps: every combination of 16 levels per channel.
+_ICC_GRID = np.stack(np.meshgrid(*[np.arange(0, 256, 17, dtype=np.uint8)] * 3, indexing="ij"), -1).reshape(64, 64, 3)
+
+
+def _icc_to_srgb(rgb: np.ndarray, profile: bytes | None, notes: list[str]) -> np.ndarray:
+    """What an embedded ICC profile declares (module docstring): RGB pixels in sRGB, and a note in ``notes``."""
+    if not profile:
+        return rgb
+    from PIL import Image, ImageCms
+
+    label = f"ICC profile sha256 {hashlib.sha256(profile).hexdigest()[:12]}"
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        name = " ".join(ImageCms.getProfileDescription(source).split()) or "unnamed"
+        label = f'ICC profile "{name}" (sha256 {hashlib.sha256(profile).hexdigest()[:12]})'
+        space = source.profile.xcolor_space.strip()
+        if space != "RGB":
+            notes.append(f"{label}: a {space} profile, not applied (pixels as stored)")
+            return rgb
+        transform = ImageCms.buildTransform(
+            source, ImageCms.createProfile("sRGB"), "RGB", "RGB", ImageCms.Intent.RELATIVE_COLORIMETRIC
+        )
+        grid = np.asarray(ImageCms.applyTransform(Image.fromarray(_ICC_GRID), transform))
+        if int(np.abs(grid.astype(np.int16) - _ICC_GRID).max()) <= 1:
+            notes.append(f"{label}: sRGB within 1 code value, kept as stored")
+            return rgb
+        out = np.asarray(ImageCms.applyTransform(Image.fromarray(np.ascontiguousarray(rgb)), transform))
+    except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+        notes.append(f"{label}: unreadable ({_one_line(exc)}), not applied (pixels as stored)")
+        return rgb
+    notes.append(f"{label} -> sRGB (LittleCMS, relative colorimetric)")
+    return out
 
 
 def _finish(rgb: np.ndarray, notes: list[str], before: int | None, after: int | None) -> Decoded:
