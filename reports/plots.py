@@ -253,6 +253,11 @@ def failure_rate(
 ) -> list[Path]:
     colours = colours or codec_colours(summary["codec"])
     panels = list(summary.groupby(["corruption", "scope"], sort=True))
+    # a panel earns its place by showing a comparison: flat 0 % panels are named in one line, not drawn
+    flat = [f"{c}/{s}" for (c, s), g in panels if (g["failure_rate"] == 0).all()]
+    shown = [p for p in panels if not (p[1]["failure_rate"] == 0).all()] or panels[:1]
+    flat = [f for f in flat if f not in {f"{c}/{s}" for (c, s), _ in shown}]
+    panels = shown
     keys = _variant_keys(summary)
     styles = _styles((g for _, g in panels), keys)
     fig, axes = _panels(len(panels))
@@ -280,7 +285,10 @@ def failure_rate(
         ax.set_ylabel(f"failure rate (%, Wilson 95% {'band' if bands else 'interval'})", fontsize=9)
         ax.set_title(f"{corruption}, scope {scope}", fontsize=10)
     _figure_legend(fig, _used(colours, summary["codec"]), styles)
-    fig.suptitle("Decode failures (any status but ok)")
+    title = "Decode failures (any status but ok)"
+    if flat:
+        title += "\n" + textwrap.shorten("no failure at any level (not drawn): " + ", ".join(flat), 160)
+    fig.suptitle(title, fontsize=11 if flat else None)
     return save(fig, out_dir, "failure_rate")
 
 

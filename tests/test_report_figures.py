@@ -112,3 +112,15 @@ def test_rd_axes_follow_the_codecs_not_the_bound_nor_tiny_n_intervals(captured, 
     assert ax.get_xlim()[1] < 1.0  # the bound is a reference line, not a point at 4.8 bpp
     lo, hi = ax.get_ylim()
     assert 25.0 < lo < 28.0 and 31.0 < hi < 34.0  # the means (and the bound's level), not the n = 2 intervals
+
+
+def test_flat_zero_failure_panels_are_named_not_drawn(captured, tmp_path):
+    """side_info drew 12 flat 0 % panels: a panel earns its place by showing a comparison."""
+    summary = _summary(["a", "b"])
+    flat = summary[summary["scope"] == "payload"].assign(failure_rate=0.0, failure_ci_low=0.0, failure_ci_high=0.1)
+    summary = pd.concat([summary[summary["scope"] == "all"], flat])
+    plots.failure_rate(summary, "ber", tmp_path)
+    (fig,) = captured
+    drawn = [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert drawn == ["bsc, scope all"]
+    assert "no failure at any level (not drawn): bsc/payload" in fig._suptitle.get_text()
