@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps 'pyiqa==0.1.16'  # its declared tree is heavy and unused: see pyproject [metrics]
 	$(PY) -m harness.openjpeg
 	$(PY) -c "from harness.codecs.rdeic.bitstream import import_torchac; import_torchac()"  # builds torchac once (~30 s)
+	@# headless Chromium for the report browser tests (tests/test_browser.py); they skip in one line without it
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; } \
+	  || echo "note: no chromium; the browser tests will skip (Debian: apt-get install -y chromium)"; }
 	touch $(STAMP)
 
 demo: $(STAMP)
