@@ -180,6 +180,37 @@ def provenance_rows(prov: dict[str, str]) -> tuple[pd.DataFrame, dict[str, Any]]
     return pd.DataFrame(rows, columns=["key", "value"]), details
 
 
+#: Provenance a reader needs first (which code, suite, device, libraries and data made the numbers); every
+#: other record (per-stream parse timings, subsets, budgets, argv...) is folded below it.
+PROVENANCE_LEAD = (
+    "suite_name",
+    "suite_path",
+    "suite_sha256",
+    "git_commit",
+    "devices",
+    "entropy_threads",
+    "torch_threads",
+    "packages",
+    "openjpeg_version",
+    "openjpeg_path",
+    "openjpeg_origin",
+    "python",
+    "platform",
+    "datasets",
+    "metrics",
+    "timeout_s",
+)
+
+
+def split_provenance(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(lead, rest) of :func:`provenance_rows`: the lead rows in :data:`PROVENANCE_LEAD` order, the rest apart."""
+    top = rows["key"].map(lambda k: re.split(r"[.\[]", str(k), maxsplit=1)[0])
+    lead = rows[top.isin(PROVENANCE_LEAD)]
+    order = {k: i for i, k in enumerate(PROVENANCE_LEAD)}
+    lead = lead.iloc[sorted(range(len(lead)), key=lambda i: order[top[lead.index[i]]])]
+    return lead.reset_index(drop=True), rows[~top.isin(PROVENANCE_LEAD)].reset_index(drop=True)
+
+
 def _tile_title(row: dict) -> str:
     """The plotted parameter of a level (the others are in the row label)."""
     params = json.loads(row["params"])
@@ -544,8 +575,9 @@ def _write_markdown(rep, run_dir, cells, summary, metrics, threshold, rd, bd, pr
         parts += [rep.paired.read_text().replace("\n## ", "\n### ").replace("# ", "## ", 1), ""]
     written = [*rep.tables.values(), *rep.compressai]
     parts += ["## Tables written", "", *(f"- `{p.relative_to(run_dir)}`" for p in written), ""]
-    prov_rows, _ = provenance_rows(prov)
-    parts += ["## Provenance", "", _markdown(prov_rows), ""]
+    lead, rest = split_provenance(provenance_rows(prov)[0])
+    parts += ["## Provenance", "", "Codecs as built: the table at the top.", "", _markdown(lead), ""]
+    parts += ["### Other provenance records", "", _markdown(rest), ""]
     rep.markdown.write_text("\n".join(parts))
 
 
@@ -620,7 +652,10 @@ def _write_html(rep, run_dir, cells, summary, metrics, threshold, rd, bd, prov) 
         files = ", ".join(f"<code>{e(str(p.relative_to(run_dir)))}</code>" for p in rep.compressai)
         body.append(f"<p>Clean rate–distortion points in CompressAI's <code>eval_model</code> JSON shape: {files}.</p>")
     prov_rows, details = provenance_rows(prov)
-    body += ["<h2>Provenance</h2>", _html_table(prov_rows, "t prov")]
+    lead, rest = split_provenance(prov_rows)
+    body += ["<h2>Provenance</h2>", "<p>Codecs as built: the table at the top.</p>", _html_table(lead, "t prov")]
+    body += [f"<details><summary>Other provenance records ({len(rest)} rows)</summary>"]
+    body += [_html_table(rest, "t prov"), "</details>"]
     for key, value in details.items():
         text = json.dumps(value, indent=1, default=str)
         body.append(f"<details><summary>{e(key)} ({len(value)} entries)</summary><pre>{e(text)}</pre></details>")
