@@ -11,8 +11,10 @@ configuration, in order of bpp) and per dataset / preprocessing policy, under ``
 The points are those of :func:`reports.tables.rd_summary`: the **clean** decodes (the identity level: no
 corruption), mean bpp and mean quality over the same images, as CompressAI averages per-image values. Keys: ``bpp``,
 each metric under its harness name (``psnr``, ``psnr_y``, ``ms_ssim``, ``lpips``...), plus CompressAI's names
-where the definition is the same (``psnr-rgb`` = our RGB ``psnr``, ``ms-ssim-rgb`` = ``ms_ssim_rgb``), ``images``
-(n per point) and ``codec`` (the configuration of each point). Lossless points (PSNR = inf) have no finite value
+where the definition is the same (``psnr-rgb`` = our RGB ``psnr``, ``ms-ssim-rgb`` = ``ms_ssim_rgb``). Only
+measured values sit in ``results`` (CompressAI's plot takes every key there for a metric): the configuration and
+image count of each point are in ``points`` beside it. A clean-only bound (the VAE-only row: no compression) is
+no codec and gets no file. Lossless points (PSNR = inf) have no finite value
 to plot: they are left out of the lists and named under ``lossless``; a value that was not computed is ``null``.
 """
 
@@ -54,7 +56,11 @@ def compressai_results(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)
     ``document`` the CompressAI-shaped dict."""
     if cells.empty:
         return []
-    rd = tables.rd_summary(tables.prepare(cells) if "level_value" not in cells else cells, metrics)
+    prepared = tables.prepare(cells) if "level_value" not in cells else cells
+    rd = tables.rd_summary(prepared, metrics)
+    identity = (prepared["level_value"] == 0).groupby(prepared["codec_label"]).all()
+    bounds = set() if identity.all() else {str(k) for k, v in identity.items() if v}  # clean-only: a bound
+    rd = rd[~rd["codec"].astype(str).isin(bounds)]
     data = [k for k in tables.DATA_KEYS if k in rd] or ["dataset"]
     built, names = tables.built_names(cells), tables.display_names(cells)
     out = []
@@ -72,8 +78,9 @@ def compressai_results(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)
             results[m] = values
             if m in COMPRESSAI_KEYS:
                 results[COMPRESSAI_KEYS[m]] = values
-        results["images"] = [int(v) for v in points["images"]]
-        results["codec"] = [str(v) for v in points["codec"]]
+        point_info = [
+            {"codec": str(c), "images": int(n)} for c, n in zip(points["codec"], points["images"], strict=True)
+        ]
         dataset = " ".join(f"{k}={where[k]}" for k in data)
         first = str(g["codec"].iloc[0])
         configs = "; ".join(f"{c} = {built.get(str(c), str(c))}" for c in g["codec"])
@@ -85,6 +92,7 @@ def compressai_results(cells: pd.DataFrame, metrics: tuple[str, ...] = ("psnr",)
                 f"over the same images per point; configurations as built: {configs}"
             ),
             "results": results,
+            "points": point_info,
         }
         if len(lossless):
             document["lossless"] = [

@@ -66,10 +66,11 @@ def test_compressai_json_files_per_curve(tmp_path):
     assert [p.parent.name for p in paths] == ["compressai", "compressai"]
     by_name = {(doc := _strict(p.read_text()))["name"]: (p, doc) for p in paths}
     path, doc = by_name["a"]
-    assert path.name == "a.json" and set(doc) == {"name", "description", "results", "lossless"}
+    assert path.name == "a.json" and set(doc) == {"name", "description", "results", "points", "lossless"}
     r = doc["results"]
     assert r["bpp"] == [0.5, 1.0] and r["psnr"] == [28.0, 31.0] and r["psnr-rgb"] == r["psnr"]
-    assert r["ms-ssim-rgb"] == [0.9, 0.9] and r["codec"] == ["a@1", "a@2"] and r["images"] == [2, 2]
+    assert r["ms-ssim-rgb"] == [0.9, 0.9] and set(r) == {"bpp", "psnr", "psnr-rgb", "ms_ssim_rgb", "ms-ssim-rgb"}
+    assert doc["points"] == [{"codec": "a@1", "images": 2}, {"codec": "a@2", "images": 2}]  # beside, not metrics
     assert doc["lossless"] == [{"codec": "a@3", "bpp": 4.0, "images": 2}]  # inf is no plottable value
     assert "clean decodes" in doc["description"]
     other, _ = by_name["j2k/x"]
@@ -93,3 +94,11 @@ def test_several_datasets_get_a_folder_each(tmp_path):
     paths = write_compressai_json(tmp_path, _cells({"a@1": (0.5, 28.0)}, datasets=("d1", "d2")), ("psnr",))
     assert sorted(p.relative_to(tmp_path).as_posix() for p in paths) == ["compressai/d1/a.json", "compressai/d2/a.json"]
     assert compressai_results(pd.DataFrame(), ("psnr",)) == []
+
+
+def test_a_clean_only_bound_is_not_exported_as_a_codec(tmp_path):
+    """#24: the VAE-only bound (clean cells only, no compression) was written as a codec's RD file."""
+    cells = _cells({"a@1": (0.5, 28.0), "a@2": (1.0, 31.0), "vae-only": (4.8, 33.0)})
+    cells = cells[~((cells["codec_label"] == "vae-only") & (cells["level"] != "ber=0"))]
+    names = [json.loads(p.read_text())["name"] for p in write_compressai_json(tmp_path, cells, ("psnr",))]
+    assert names == ["a"]
