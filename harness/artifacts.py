@@ -13,6 +13,13 @@ same images; the run goes on. A rate-matched config stores the options it was ac
 image (its per-image ``target_bpp``) beside the stream. Encoding goes through ``Codec.encode_stream`` and the clean
 decode's parse through ``Codec.parse_checked``: both at the codec's fixed entropy-side thread count, so the bytes
 and the parsed state are those of any other machine (harness/codecs/base.py).
+
+With a worker pool (issue #25) the encodes run there, one image per task: the image's whole chain of configs that
+still need a stream (a rate-matched config right after its reference, so the JPEG2000 rate bisection meets the
+reference's bytes in the same worker) is one task, ``2 x workers`` tasks in flight, so ``--workers N`` encodes on N
+cores while the main process stores the streams and makes the clean decodes of the images already encoded. The
+bytes are those the main process would write (same code, same pinned entropy-side threads); results are taken in
+plan order, so the skipped images and the cache are the same as without a pool.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,9 +89,75 @@ class ArtifactSource:
             bitstream, resolved = codec.encode_stream(original, target), {"target_bpp": target}
         return self.cache.store_encoded(key, bitstream, time.perf_counter() - t0, codec, resolved)
 
-    def prepare(self, labels: list[str], progress: Any = None) -> list[dict[str, Any]]:
+    def _chain(self, entry: Any, prep: str, labels: list[str]) -> list[tuple[str, str | None]]:
+        """The configs of ``labels`` whose stream of ``entry`` is not cached, each preceded by its rate reference
+        when that is not cached either: (label, reference label or None), in encode order."""
+        chain: list[tuple[str, str | None]] = []
+
+        def add(label: str) -> None:
+            if any(label == c for c, _ in chain):
+                return
+            if self.cache.load_encoded(self._key(entry.sha256, entry.height, entry.width, prep, label)) is not None:
+                return
+            ref = self.plan.rate_refs.get(label)
+            if ref is not None:
+                add(ref)
+            chain.append((label, ref))
+
+        for label in labels:
+            add(label)
+        return chain
+
+    def _encode_in(self, pool: Any, ds: Any, entry: Any, prep: str, labels: list[str]) -> tuple[Any, Future] | None:
+        """Submit ``entry``'s encode chain to ``pool`` (None when every stream is cached)."""
+        chain = self._chain(entry, prep, labels)
+        if not chain:
+            return None
+        pos = {label: i for i, (label, _) in enumerate(chain)}
+        specs, refs, targets = [], [], []
+        for label, ref in chain:
+            specs.append(self.plan.codecs[label].spec())
+            refs.append(pos.get(ref) if ref is not None else None)
+            target = None
+            if ref is not None and ref not in pos:  # the reference's stream is cached: its bpp is known here
+                data = self.encoded(entry.sha256, entry.height, entry.width, prep, ref, None).bitstream.data
+                target = 8.0 * len(data) / (entry.height * entry.width)
+            targets.append(target)
+        original = ds.load(entry)
+        return (chain, original), pool.submit_encode(specs, refs, targets, original)
+
+    def _store_chain(self, entry: Any, prep: str, chain: list[tuple[str, str | None]], outcome: Any) -> str | None:
+        """Put a worker's encodes into the cache; returns the refusal (CodecError) of the chain, if any. Raises
+        CodecUnusable, or ControlError when the worker failed otherwise."""
+        from harness.codecs.base import Bitstream
+        from harness.status import Status
+
+        if outcome.status is not Status.OK:
+            raise ControlError(f"encoding {entry.id} in a worker failed: {outcome.error_type}: {outcome.error_message}")
+        result = outcome.state
+        for (label, _), (data, segments, resolved, seconds) in zip(chain, result["streams"], strict=False):
+            key = self._key(entry.sha256, entry.height, entry.width, prep, label)
+            self.cache.store_encoded(
+                key, Bitstream.from_json(data, segments), seconds, self.plan.codecs[label], resolved
+            )
+        if result["error"] is None:
+            return None
+        kind, etype, message = result["error"]
+        if kind == "unusable":
+            raise CodecUnusable(message)
+        if kind == "failed":
+            raise ControlError(
+                f"encoding {entry.id} under {chain[len(result['streams'])][0]} failed: {etype}: {message}"
+            )
+        return message
+
+    def prepare(self, labels: list[str], progress: Any = None, pool: Any = None) -> list[dict[str, Any]]:
         """Encode every chosen image under every config in ``labels`` and make its clean decodes, checking the
-        clean round trip. Returns the images refused at encode time (skipped for every config)."""
+        clean round trip. Returns the images refused at encode time (skipped for every config). With ``pool`` (a
+        :class:`harness.workers.WorkerPool`) the encodes run in its workers, one image per task (module docstring);
+        the clean decodes stay here."""
+        if pool is not None:
+            return self._prepare_pooled(labels, progress, pool)
         skipped: list[dict[str, Any]] = []
         for ds, entry, prep in self.plan.chosen:
             original = None
@@ -115,6 +189,51 @@ class ArtifactSource:
                     self._clean(key, seed, label, entry, encoded, original, side)
             if progress is not None:
                 progress.update(1)
+        return skipped
+
+    def _prepare_pooled(self, labels: list[str], progress: Any, pool: Any) -> list[dict[str, Any]]:
+        skipped: list[dict[str, Any]] = []
+        window = 2 * pool.size
+        inflight: OrderedDict[int, tuple[Any, Any, str, tuple[Any, Future] | None]] = OrderedDict()
+
+        def finish(ds: Any, entry: Any, prep: str, job: tuple[Any, Future] | None) -> None:
+            if job is not None:
+                (chain, _original), future = job
+                refusal = self._store_chain(entry, prep, chain, future.result())
+                if refusal is not None:
+                    label = chain[len(future.result().state["streams"])][0]
+                    skipped.append(
+                        {
+                            "dataset": ds.name,
+                            "id": entry.id,
+                            "sha256": entry.sha256,
+                            "stage": "encode",
+                            "codec": label,
+                            "error": refusal,
+                        }
+                    )
+                    if progress is not None:
+                        progress.update(1)
+                    return
+            original = job[0][1] if job is not None else None  # the image the worker encoded
+            for label in labels:
+                key = self._key(entry.sha256, entry.height, entry.width, prep, label)
+                if all(self.cache.has_clean(key, s) for s in self.plan.decode_seeds):
+                    continue
+                original = ds.load(entry) if original is None else original
+                encoded = self.encoded(entry.sha256, entry.height, entry.width, prep, label, original)
+                side = self._side(ds, entry, label)
+                for seed in self.plan.decode_seeds:
+                    self._clean(key, seed, label, entry, encoded, original, side)
+            if progress is not None:
+                progress.update(1)
+
+        for i, (ds, entry, prep) in enumerate(self.plan.chosen):
+            inflight[i] = (ds, entry, prep, self._encode_in(pool, ds, entry, prep, labels))
+            while len(inflight) > window:
+                finish(*inflight.popitem(last=False)[1])
+        while inflight:
+            finish(*inflight.popitem(last=False)[1])
         return skipped
 
     def _side(self, ds: Any, entry: Any, label: str) -> dict[str, np.ndarray]:

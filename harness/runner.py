@@ -2,8 +2,9 @@
 
 ::
 
-    make_plan ──> lock <out> ──> store + provenance ──> encode phase (cache; images a codec refuses: skipped)
-        ──> warm the decode workers ──> controls (BER 0 == clean; isolated decode == clean decode)
+    make_plan ──> lock <out> ──> store + provenance ──> worker pool ──> encode phase in its workers, one image
+        per task (cache; clean decodes here; images a codec refuses: skipped) ──> warm the decode workers
+        ──> controls (BER 0 == clean; isolated decode == clean decode)
         ──> execute pending cells (harness/execution.py) ──> results.sqlite
 
 Each stage lives in its own module: ``planning`` (cells, keys), ``artifacts`` (encode once, clean decodes),
@@ -113,8 +114,26 @@ def _execute(opts: RunOptions, plan: Plan, store: ResultStore, started: float) -
     store.record_provenance(recorded_at, provenance.collect(record) | {"skipped_images": plan.skipped_images})
     cache = ArtifactCache(opts.out / "cache")
     artifacts = ArtifactSource(plan, cache, suite.clean_psnr_floor_db, 4 * opts.workers + 4)
+    preload = tuple(sorted({type(c).__module__ for c in plan.codecs.values()}))
+    pool = WorkerPool(opts.workers, preload=preload)  # encodes first (one image per task), then the parses
+    with pool:
+        return _run_phases(opts, plan, store, started, artifacts, pool, recorded_at)
+
+
+def _run_phases(
+    opts: RunOptions,
+    plan: Plan,
+    store: ResultStore,
+    started: float,
+    artifacts: ArtifactSource,
+    pool: WorkerPool,
+    recorded_at: str,
+) -> RunResult:
+    """Encode phase on ``pool``'s workers, then (sharded: the shards) controls and execution on the same pool."""
+    suite = opts.suite
+    budget = budget_of(opts)
     with _bar(opts, len(plan.chosen), f"{suite.name}: encode", "image") as bar:
-        refused = artifacts.prepare(list(plan.codecs), bar)
+        refused = artifacts.prepare(list(plan.codecs), bar, pool)
     if refused:
         plan.skipped_images.extend(refused)
         plan.without_images({r["sha256"] for r in refused})
@@ -126,32 +145,31 @@ def _execute(opts: RunOptions, plan: Plan, store: ResultStore, started: float) -
     batch = opts.batch_size or auto_batch_size(plan)
     store.record_provenance(recorded_at, {"batch_size": batch})
     if opts.executor is not None and opts.executor.sharded and pending:
+        pool.close()  # the shards start their own
         return _execute_sharded(opts, plan, store, pending, started)
     memo: dict[str, DecodeRecord] = {}
     channel = Channel()
-    preload = tuple(sorted({type(c).__module__ for c in plan.codecs.values()}))
     progress = None
-    with WorkerPool(opts.workers, preload=preload) as pool:
-        if pending:
-            labels = dict.fromkeys(plan.label_of(c.codec_fingerprint) for c in pending)
-            failed = pool.warm([plan.codecs[label].spec() for label in labels])
-            if failed:
-                first = failed[0]
-                raise ControlError(f"a decode worker cannot build a codec: {first.error_type}: {first.error_message}")
-            streams = len({(c.encode_key, c.decode_seed) for c in pending})
-            with _bar(opts, streams, f"{suite.name}: controls", "stream") as bar:
-                clean_cpu = run_controls(pending, plan, artifacts, channel, pool, memo, lambda: bar.update(1))
-            store.record_provenance(recorded_at, {"clean_parse_cpu_s": clean_cpu})
-            with _bar(opts, len(pending), suite.name, "cell") as bar:
+    if pending:
+        labels = dict.fromkeys(plan.label_of(c.codec_fingerprint) for c in pending)
+        failed = pool.warm([plan.codecs[label].spec() for label in labels])
+        if failed:
+            first = failed[0]
+            raise ControlError(f"a decode worker cannot build a codec: {first.error_type}: {first.error_message}")
+        streams = len({(c.encode_key, c.decode_seed) for c in pending})
+        with _bar(opts, streams, f"{suite.name}: controls", "stream") as bar:
+            clean_cpu = run_controls(pending, plan, artifacts, channel, pool, memo, lambda: bar.update(1))
+        store.record_provenance(recorded_at, {"clean_parse_cpu_s": clean_cpu})
+        with _bar(opts, len(pending), suite.name, "cell") as bar:
 
-                def on_cell(_status: str, statuses: Counter) -> None:
-                    bar.update(1)
-                    bar.set_postfix(dict(sorted(statuses.items())), refresh=False)
+            def on_cell(_status: str, statuses: Counter) -> None:
+                bar.update(1)
+                bar.set_postfix(dict(sorted(statuses.items())), refresh=False)
 
-                progress = execute_local(
-                    pending, plan, artifacts, channel, pool, store, memo, budget, clean_cpu, on_cell, batch
-                )
-        restarts = pool.restarts
+            progress = execute_local(
+                pending, plan, artifacts, channel, pool, store, memo, budget, clean_cpu, on_cell, batch
+            )
+    restarts = pool.restarts
     return RunResult(
         out=opts.out,
         planned_keys=[c.key for c in plan.cells],

@@ -60,6 +60,9 @@ from harness.status import Status
 
 #: Seconds (wall) a worker may take to build and warm a codec (load weights) before its first parse.
 LOAD_TIMEOUT_S = 600.0
+#: Seconds (wall) a worker may take to encode one image under every codec config of its chain (our own images: no
+#: CPU or memory limit, only a backstop against a hang).
+ENCODE_TIMEOUT_S = 3600.0
 #: Default allowance of a parse beyond the warm worker's own memory: this floor plus ``MEMORY_BYTES_PER_PIXEL``
 #: per pixel of the decoded output (measured: a JPEG2000 decode of a 512x768 image allocates ~40 MB, the
 #: RDEIC-tiny entropy decode of the same ~60 MB; 10-15 GB is what a corrupted SIZ made OpenJPEG allocate).
@@ -183,9 +186,34 @@ def _same_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def _encode_chain(codecs: dict[str, Any], chain: list[tuple[str, int | None, float | None]], image: Any) -> dict:
+    """Encode ``image`` (uint8 H x W x 3) under each (codec key, index of its rate reference in the chain, target
+    bpp) in order; a rate-matched entry takes its reference's bpp (8 x bytes / (H x W)) from the chain, or the
+    given target when its reference was cached. Stops at the first refusal: ``{"streams": [(bytes, segments,
+    resolved, seconds)], "error": None or (kind, type, message)}``, kind ``unusable`` / ``refused`` / ``failed``."""
+    from harness.codecs.base import CodecError, CodecUnusable
+
+    h, w = image.shape[:2]
+    streams: list[tuple[bytes, dict, dict, float]] = []
+    for key, ref, target in chain:
+        if ref is not None:
+            target = 8.0 * len(streams[ref][0]) / (h * w)
+        t0 = perf_counter()
+        try:
+            bitstream = codecs[key].encode_stream(image, target)
+        except CodecError as exc:
+            kind = "unusable" if isinstance(exc, CodecUnusable) else "refused"
+            return {"streams": streams, "error": (kind, type_name(exc), str(exc))}
+        except Exception as exc:
+            return {"streams": streams, "error": ("failed", type_name(exc), reproducible(str(exc))[:2000])}
+        resolved = {} if target is None else {"target_bpp": target}
+        streams.append((bitstream.data, bitstream.segments_json(), resolved, perf_counter() - t0))
+    return {"streams": streams, "error": None}
+
+
 def _worker_main(conn: Connection, main_pid: int) -> None:
-    """Loop of a worker process: ('load', spec) and ('parse', key, bytes, size, cpu_s, memory_bytes, threads)
-    requests, one reply each: (status, state, error type, message, parse seconds, CPU seconds)."""
+    """Loop of a worker process: ('load', spec), ('parse', key, bytes, size, cpu_s, memory_bytes, threads) and
+    ('encode', chain, image) requests, one reply each: (status, state, error type, message, seconds, CPU seconds)."""
     from harness.codecs.base import InvalidOutput
     from harness.registry import import_target
 
@@ -212,6 +240,8 @@ def _worker_main(conn: Connection, main_pid: int) -> None:
                         codec.warm()
                     codecs[key] = codec
                 reply: tuple = ("ok", None, None, None)
+            elif msg[0] == "encode":  # trusted: the harness's own images, no limits (issue #25: encode off main)
+                reply = ("ok", _encode_chain(codecs, msg[1], msg[2]), None, None)
             else:
                 _, key, data, size, cpu_s, memory_bytes, threads = msg
                 _same_threads(threads)
@@ -234,9 +264,14 @@ def _worker_main(conn: Connection, main_pid: int) -> None:
                 reply = (Status.EXCEPTION.value, None, type_name(exc), reproducible(str(exc))[:2000])
         timing = (perf_counter() - t0, _cpu_used() - c0)
         try:
-            conn.send((*reply, *timing))
-        except Exception as exc:  # e.g. a state that cannot be pickled
-            conn.send(("exception", None, type_name(exc), f"cannot return state: {exc}"[:2000], *timing))
+            try:
+                conn.send((*reply, *timing))
+            except (EOFError, OSError):
+                raise
+            except Exception as exc:  # e.g. a state that cannot be pickled
+                conn.send(("exception", None, type_name(exc), f"cannot return state: {exc}"[:2000], *timing))
+        except (EOFError, OSError):  # the parent went away mid-call (kill -9): leave quietly, no traceback
+            os._exit(0)
         if exit_after:
             os._exit(0)
 
@@ -343,6 +378,17 @@ class IsolatedWorker:
             self._loaded.add(key)
         return loaded
 
+    def encode(self, specs: list[CodecSpec], refs: list[int | None], targets: list[float | None], image: Any):
+        """Encode ``image`` under each spec in order, in this worker (see :func:`_encode_chain`; ``refs[i]``: the
+        chain index of entry i's rate reference, ``targets[i]``: its target bpp when the reference was cached).
+        Returns a ParseOutcome whose ``state`` is the chain's result (or a load failure / crash status)."""
+        for spec in {_spec_key(s): s for s in specs}.values():
+            loaded = self.load(spec)
+            if loaded.status is not Status.OK:
+                return loaded
+        chain = [(_spec_key(s), r, t) for s, r, t in zip(specs, refs, targets, strict=True)]
+        return self._request(("encode", chain, image), ENCODE_TIMEOUT_S)
+
     def parse(self, spec: CodecSpec, data: bytes, size: tuple[int, int], limits: Limits) -> ParseOutcome:
         """Parse ``data`` (an original of ``size`` = (height, width)) under ``limits``."""
         loaded = self.load(spec)
@@ -382,6 +428,20 @@ class WorkerPool:
 
     def submit(self, spec: CodecSpec, data: bytes, size: tuple[int, int], limits: Limits) -> Future[ParseOutcome]:
         return self._executor.submit(self._run, spec, data, size, limits)
+
+    def submit_encode(
+        self, specs: list[CodecSpec], refs: list[int | None], targets: list[float | None], image: Any
+    ) -> Future[ParseOutcome]:
+        """One image's encode chain on the next free worker (:meth:`IsolatedWorker.encode`)."""
+
+        def run() -> ParseOutcome:
+            worker = self._idle.get()
+            try:
+                return worker.encode(specs, refs, targets, image)
+            finally:
+                self._idle.put(worker)
+
+        return self._executor.submit(run)
 
     def warm(self, specs: list[CodecSpec]) -> list[ParseOutcome]:
         """Start every worker and build each codec in it (outside any deadline); returns failed loads."""

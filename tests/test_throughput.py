@@ -105,3 +105,42 @@ def test_only_the_exact_identity_level_counts_as_the_identity():
     assert not is_identity(LatentGaussian(sigma=0.0, clamp_max=1.0))
     assert not is_identity(LatentGaussian(sigma=0.5))
     assert not is_identity(MaskReplace(fraction=0.0, fill="zeros"))  # not the level the control decodes
+
+
+def test_the_encode_phase_runs_in_the_workers_and_writes_the_same_streams(tmp_path):
+    """Encodes run in the worker pool, one image per task, a rate-matched config in the same task as its reference
+    (before #25: every encode in the main process, "encode main" in the log); the streams, and the per-image
+    target bpp a rate-matched config was encoded at, are byte for byte those of the in-process encode phase
+    (oracle: ``ArtifactSource.prepare`` without a pool, into a fresh cache)."""
+    import json
+
+    from harness.artifacts import ArtifactSource
+    from harness.cache import ArtifactCache
+
+    log = tmp_path / "calls.log"
+    codecs = (
+        f'[[codecs]]\ncodec = "fake_counting"\nlabel = "counting"\noptions = {{ log = "{log}" }}\n'
+        '[[codecs]]\ncodec = "j2k-plain"\nlabel = "a"\noptions = { target_bpp = 1.0, rate_tolerance = 0.05 }\n'
+        '[[codecs]]\ncodec = "j2k-reversible"\nlabel = "b"\nmatch_rate_of = "a"\n'
+    )
+    bsc = '[[corruptions]]\ncorruption = "bsc"\nscopes = ["payload"]\ngrid = { ber = [0.0] }\n'
+    text = suite_text(datasets='[[datasets]]\nname = "samples"\nlimit_images = 2\n', codecs=codecs, corruptions=bsc)
+    text = text.replace('name = "samples"', 'name = "samples"\npreprocessing = "center_crop(size=96)"')
+    suite = tmp_path / "s.toml"
+    suite.write_text(text)
+    opts = RunOptions(suite=load_suite(str(suite)), out=tmp_path / "run", workers=2, progress=False)
+    run(opts)
+    encodes = [c[1] for c in calls(str(log)) if c[0] == "encode"]
+    assert encodes == ["worker", "worker"]  # one per image, none in the main process
+    plan = make_plan(opts)
+    ArtifactSource(plan, ArtifactCache(tmp_path / "seq"), None).prepare(list(plan.codecs))
+    pooled = {p.parent.name: json.loads(p.read_text()) for p in (opts.out / "cache").glob("*/meta.json")}
+    alone = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "seq").glob("*/meta.json")}
+    assert len(pooled) == 2 * 3 and pooled.keys() == alone.keys()
+    for key, meta in pooled.items():
+        assert (meta["stream_sha256"], meta["resolved"]) == (alone[key]["stream_sha256"], alone[key]["resolved"])
+    for _ds, entry, prep in plan.chosen:  # b was encoded at a's bpp for that image, in the same task
+        art = ArtifactSource(plan, ArtifactCache(opts.out / "cache"), None)
+        a = art.encoded(entry.sha256, entry.height, entry.width, prep, "a", None)
+        b = art.encoded(entry.sha256, entry.height, entry.width, prep, "b", None)
+        assert b.resolved["target_bpp"] == 8.0 * len(a.bitstream.data) / (entry.height * entry.width)

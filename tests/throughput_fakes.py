@@ -1,10 +1,11 @@
 """A codec that counts its work, for tests/test_throughput*.py (issue #25: no work done twice).
 
 It lives in a module of its own (not a test file) because decode workers import a codec by its
-``module:qualname`` target: importing a test module there would pull pytest in. Every ``parse`` and
+``module:qualname`` target: importing a test module there would pull pytest in. Every ``encode``, ``parse`` and
 ``reconstruct`` appends one line to the file named by its ``log`` option (``O_APPEND`` writes of one short line are
-atomic, so the main process and every worker can share the file): ``parse <where> <sha256 of the bytes>`` and
-``reconstruct <where> <decode seed>``, where ``<where>`` is ``worker`` in a decode worker and ``main`` otherwise.
+atomic, so the main process and every worker can share the file): ``encode <where> <H>x<W>``,
+``parse <where> <sha256 of the bytes>`` and ``reconstruct <where> <decode seed>``, where ``<where>`` is ``worker``
+in a decode worker and ``main`` otherwise.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from fake_codecs import FakeCodec
 
-from harness.codecs.base import DecodedState, LatentHook
+from harness.codecs.base import Bitstream, DecodedState, LatentHook
 from harness.registry import CODECS
 
 
@@ -42,6 +43,10 @@ class CountingCodec(FakeCodec):
             os.write(fd, (line + "\n").encode())
         finally:
             os.close(fd)
+
+    def encode(self, image: np.ndarray) -> Bitstream:
+        self._log(f"encode {_where()} {image.shape[0]}x{image.shape[1]}")
+        return super().encode(image)
 
     def parse(self, data: bytes, size: tuple[int, int]) -> DecodedState:
         self._log(f"parse {_where()} {hashlib.sha256(data).hexdigest()}")
