@@ -8,6 +8,7 @@ rebuilt.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -68,9 +69,13 @@ class ArtifactCache:
             "resolved": resolved or {},
         }
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
-        (tmp / "stream.bin").write_bytes(bitstream.data)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         final = self._dir(key)
+        try:
+            (tmp / "stream.bin").write_bytes(bitstream.data)
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise write_error(exc, final) from None
         try:
             os.rename(tmp, final)
         except OSError:  # another process made it first: theirs is identical by construction
@@ -90,6 +95,18 @@ class ArtifactCache:
     def store_clean(self, key: str, decode_seed: int, image: np.ndarray) -> None:
         final = self._dir(key) / f"clean-{decode_seed}.npy"
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=self._dir(key))
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, image, allow_pickle=False)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, image, allow_pickle=False)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise write_error(exc, final) from None
         os.replace(tmp, final)
+
+
+def write_error(exc: OSError, path: Path) -> OSError:
+    """The OSError a failed cache write raises: its own errno and the final path, so the CLI can say it in one
+    line. ``numpy.save`` reports a short write ("N requested and M written": the disk filled up) without an
+    errno; it is reported as ENOSPC."""
+    code = exc.errno if exc.errno is not None else errno.ENOSPC
+    return OSError(code, os.strerror(code) if exc.errno is None else (exc.strerror or str(exc)), str(path))

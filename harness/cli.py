@@ -28,7 +28,8 @@ from harness.console import routed_warnings
 from harness.datasets import DatasetError
 from harness.executors import EXECUTORS, ExecutorError
 from harness.registry import RegistryError
-from harness.rundir import RunDirectoryBusy
+from harness.rundir import RunDirectoryError
+from harness.store import StoreError
 
 
 class UsageError(Exception):
@@ -159,6 +160,24 @@ def codec_overrides(args: argparse.Namespace) -> tuple[list[Any], str | None, st
     return rest, files["rdeic_ckpt"], files["sd_ckpt"]
 
 
+def check_official_pair(suite: Any, rdeic_ckpt: str | None, sd_ckpt: str | None) -> None:
+    """RDEIC's official model is two files: one of them given (flags, ``--set`` or the ``RDEIC_CKPT`` /
+    ``RDEIC_SD_CKPT`` environment variables) is a half-given model, refused instead of running RDEIC-tiny.
+    ``--sd-ckpt`` alone stays valid for a suite without an ``rdeic-auto`` config (the VAE-only bound takes it)."""
+    rdeic = rdeic_ckpt or os.environ.get("RDEIC_CKPT")
+    sd = sd_ckpt or os.environ.get("RDEIC_SD_CKPT")
+    if rdeic and not sd:
+        raise UsageError(
+            f"--rdeic-ckpt {rdeic} without --sd-ckpt: RDEIC's official model needs both files; give --sd-ckpt "
+            "v2-1_512-ema-pruned.ckpt too (evaluate.py weights check), or neither to run RDEIC-tiny"
+        )
+    if sd and not rdeic and any(c.codec == "rdeic-auto" for c in suite.codecs):
+        raise UsageError(
+            f"--sd-ckpt {sd} without --rdeic-ckpt: RDEIC's official model needs both files; give --rdeic-ckpt "
+            "(e.g. rdeic_2_step2.ckpt) too (evaluate.py weights check), or neither to run RDEIC-tiny"
+        )
+
+
 def run_suite(args: argparse.Namespace) -> int:
     from harness.codecs.rdeic.flags import resolve_auto, with_weight_flags
     from harness.options import apply_overrides
@@ -170,6 +189,7 @@ def run_suite(args: argparse.Namespace) -> int:
             raise UsageError(f"--set {overrides[0].text}: a [finetune] suite takes its options from [finetune] in "
                              "its TOML (only --rdeic-ckpt / --sd-ckpt apply)")
         return run_finetune_suite(args, suite)
+    check_official_pair(suite, args.rdeic_ckpt, args.sd_ckpt)
     suite, which_rdeic = resolve_auto(suite, args.rdeic_ckpt, args.sd_ckpt)  # "rdeic-auto": official or tiny
     if which_rdeic is None:
         suite = with_weight_flags(suite, args.rdeic_ckpt, args.sd_ckpt)  # no-op without the flags
@@ -344,6 +364,11 @@ def _filesystem_error(exc: BaseException) -> str | None:
     where = f" ({where})" if where else ""
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write{where}: {exc.strerror}; give a writable --out. Finished cells are kept."
+    if code == errno.EFBIG:
+        return (
+            f"a file grew past this shell's file-size limit{where} (ulimit -f); raise it and run the same command "
+            "again: finished cells are kept"
+        )
     if code in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in str(exc) or "disk I/O error" in str(exc):
         return f"the disk is full{where}; free space and run the same command again: finished cells are kept"
     if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc):
@@ -374,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.suite:
             raise UsageError("give --suite NAME, --list, or a subcommand: " + (", ".join(COMMANDS) or "none yet"))
         return run_suite(args)
-    except (UsageError, SuiteError, RegistryError, CodecError, DatasetError, RunDirectoryBusy) as exc:
+    except (UsageError, SuiteError, RegistryError, CodecError, DatasetError, RunDirectoryError, StoreError) as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
     except ExecutorError as exc:

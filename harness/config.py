@@ -470,4 +470,13 @@ def load_suite(name_or_path: str) -> Suite:
             raise SuiteError(f"unknown suite {name_or_path!r}; known: {', '.join(suite_names())}")
     if not path.is_file():
         raise SuiteError(f"suite file not found: {path}")
-    return parse_suite(path.read_text(), str(path))
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SuiteError(
+            f"suite file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}): "
+            "save it as UTF-8 (TOML files are UTF-8)"
+        ) from None
+    except OSError as exc:
+        raise SuiteError(f"cannot read suite file {path}: {exc.strerror or exc}") from None
+    return parse_suite(text, str(path))

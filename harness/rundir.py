@@ -15,8 +15,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 
-class RunDirectoryBusy(RuntimeError):
+class RunDirectoryError(RuntimeError):
+    """The run directory cannot be used (the CLI says why in one line, exit 2)."""
+
+
+class RunDirectoryBusy(RunDirectoryError):
     """Another process holds the run directory."""
+
+
+class NotARunDirectory(RunDirectoryError):
+    """``--out`` (or a folder above it) is an existing file."""
+
+
+def make_run_directory(out: Path) -> None:
+    """Create ``out`` (and its parents) or raise :class:`NotARunDirectory` when a file stands in the way."""
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [Path(out), *Path(out).parents] if p.exists() and not p.is_dir()), Path(out))
+        raise NotARunDirectory(
+            f"--out {out}: {blocker} is a file, not a folder; give a folder for the run (it is created if missing)"
+        ) from None
 
 
 class RunDirectory:
@@ -25,7 +44,7 @@ class RunDirectory:
         self._fh = None
 
     def __enter__(self) -> RunDirectory:
-        self.out.mkdir(parents=True, exist_ok=True)
+        make_run_directory(self.out)
         path = self.out / ".lock"
         fh = open(path, "a+")
         try:

@@ -78,19 +78,33 @@ class DecodeRecord:
     timings: dict[str, float] = field(default_factory=dict)  # codec stages (entropy decode, each step, VAE)
 
 
+class StoreError(RuntimeError):
+    """A results store this harness cannot use as it is (damaged, another schema): one line, exit 2."""
+
+
 class ResultStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        found = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            found = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.OperationalError):
+                raise  # read-only, disk full, locked: not damage (the CLI maps the file-system ones)
+            raise StoreError(
+                f"{self.path} is not a readable results store ({exc}); it is left as it is: move it away to keep "
+                "it, or run with --fresh (discards it and the cache) or another --out"
+            ) from None
         if found is None:
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(found[0]) != SCHEMA_VERSION:
-            raise RuntimeError(
+            self._db.close()
+            raise StoreError(
                 f"{self.path} has schema version {found[0]}, this harness writes {SCHEMA_VERSION}; "
                 "use --fresh or another --out"
             )

@@ -214,3 +214,137 @@ def test_metrics_check_reports_an_unreadable_weight_file_instead_of_a_traceback(
     out = capsys.readouterr().out
     assert "ok  psnr" in out and "MISSING lpips" in out
     assert "cannot read a weight file /hub/pyiqa/LPIPS_v0.1_alex-df73285e.pth: Permission denied" in out
+
+
+# -- issue #23: the rest of the kind, each through a real `evaluate.py` process ------------------------------------
+def _evaluate(*argv: str, cwd=None, env: dict | None = None, preexec=None):
+    """``python evaluate.py ARGV`` in a subprocess: (exit code, stderr lines)."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), *argv],
+        cwd=cwd or ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=1200,  # a hang guard far above the work (seconds)
+        preexec_fn=preexec,
+    )
+    return proc.returncode, [line for line in proc.stderr.splitlines() if line.strip()]
+
+
+def _one_error_line(code: int, lines: list[str], *fragments: str) -> str:
+    assert code == 2, (code, lines)
+    assert len(lines) == 1 and lines[0].startswith("evaluate.py: error: "), lines
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]
+
+
+def _small_suite(path, name: str = "u") -> str:
+    path.write_text(SUITE.format(name=name, fec=""))
+    return str(path)
+
+
+def test_a_suite_file_that_is_not_utf8(tmp_path):
+    suite = tmp_path / "latin1.toml"
+    suite.write_bytes(("# café\n" + SUITE.format(name="l", fec="")).encode("latin-1"))
+    code, lines = _evaluate("--suite", str(suite), "--out", str(tmp_path / "run"), "--no-progress")
+    _one_error_line(code, lines, str(suite), "not UTF-8", "0xe9", "save it as UTF-8")
+
+
+def test_out_naming_an_existing_file_is_refused_and_the_file_kept(tmp_path):
+    suite = _small_suite(tmp_path / "s.toml")
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    for out in (taken, taken / "run"):
+        code, lines = _evaluate("--suite", suite, "--out", str(out), "--no-progress", "--dry-run")
+        if code == 0:  # --dry-run writes nothing: the real run must refuse
+            code, lines = _evaluate("--suite", suite, "--out", str(out), "--no-progress")
+        _one_error_line(code, lines, str(taken), "is a file, not a folder")
+    assert taken.read_text() == "mine"
+
+
+def test_a_damaged_results_store_is_named_and_left_as_it_is(tmp_path):
+    suite = _small_suite(tmp_path / "s.toml")
+    run = tmp_path / "run"
+    run.mkdir()
+    damaged = bytes(range(256)) * 40
+    (run / "results.sqlite").write_bytes(damaged)
+    code, lines = _evaluate("--suite", suite, "--out", str(run), "--no-progress", "--workers", "1")
+    _one_error_line(code, lines, "results.sqlite", "not a readable results store", "--fresh")
+    assert (run / "results.sqlite").read_bytes() == damaged  # nothing finished is thrown away unasked
+
+
+def test_the_disk_filling_during_a_cache_write(tmp_path):
+    """The kernel's file-size limit stands in for a full disk: numpy.save then reports a short write without an
+    errno (the old traceback). The clean decode of a sample (>= 256x256x3 bytes) is the first file above it."""
+    import resource
+    import signal
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))
+
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE.format(name="full", fec="").replace('preprocessing = "center_crop(size=64)"\n', ""))
+    run = tmp_path / "run"
+    code, lines = _evaluate(
+        "--suite", str(suite), "--out", str(run), "--no-progress", "--workers", "1", preexec=small_files
+    )
+    _one_error_line(code, lines, "run the same command again", "finished cells are kept")
+    assert not list((run / "cache").rglob(".tmp-*")), "a failed cache write leaves no temporary file"
+
+
+def test_rdeic_ckpt_without_sd_ckpt_is_an_error_not_rdeic_tiny(tmp_path):
+    env = {"RDEIC_CKPT": "", "RDEIC_SD_CKPT": ""}
+    ckpt = tmp_path / "rdeic_2_step2.ckpt"
+    code, lines = _evaluate("--suite", "bit_errors", "--rdeic-ckpt", str(ckpt), "--dry-run", env=env)
+    _one_error_line(code, lines, "--sd-ckpt", "needs both files")
+    code, lines = _evaluate("--suite", "bit_errors", "--sd-ckpt", str(ckpt), "--dry-run", env=env)
+    _one_error_line(code, lines, "--rdeic-ckpt", "needs both files")
+
+
+WORKER_LOSES_ITS_PARENT = """
+import os, sys, time
+import numpy as np
+import fake_codecs
+from harness.workers import _spec_key, _worker_main, default_context
+
+
+def main():
+    codec = fake_codecs.FakeCodec(mode="burn", sleep_s=1.0)
+    data = codec.encode(np.zeros((16, 16, 3), np.uint8)).data
+    ctx = default_context()
+    parent, child = ctx.Pipe(duplex=True)
+    proc = ctx.Process(target=_worker_main, args=(child, os.getpid()))
+    proc.start()
+    child.close()
+    parent.send(("load", codec.spec()))
+    assert parent.recv()[0] == "ok"
+    parent.send(("parse", _spec_key(codec.spec()), data, (16, 16), 60.0, 1 << 30, None))
+    time.sleep(0.2)
+    parent.close()  # what kill -9 of the harness does to the pipe, while the worker is still parsing
+    proc.join(60)
+    print("exitcode", proc.exitcode)
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_a_worker_whose_harness_died_mid_parse_leaves_without_a_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "orphan.py"
+    script.write_text(WORKER_LOSES_ITS_PARENT)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+    assert proc.stdout.strip() == "exitcode 0"
