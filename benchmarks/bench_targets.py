@@ -22,6 +22,7 @@ the median over the rounds of the per-round value, so one disturbed round does n
     .venv/bin/python benchmarks/bench_targets.py                  # 3 rounds, JPEG2000 part of bit_errors, 4 images
     .venv/bin/python benchmarks/bench_targets.py --quick          # 3 rounds of a tiny slice: proves the exit code
     .venv/bin/python benchmarks/bench_targets.py --json out.json  # also write every figure
+    .venv/bin/python benchmarks/bench_targets.py --judge out.json # the verdicts of rounds measured before
 
 Exit status: 0 when every target is met, 1 when one is missed (each figure and its target printed), 2 when a
 variant failed to run.
@@ -212,6 +213,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 this[name] = res
             rounds.append(this)
+            common.write_json(args.json, {"rounds": rounds, "partial": True})  # a stopped run can still be judged
     return {"rounds": rounds}
 
 
@@ -227,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="1 image, 1 seed, 2 configs: the exit code, not the figures")
     ap.add_argument("--json", help="write every figure here")
+    ap.add_argument("--judge", metavar="JSON", help="judge the rounds of an earlier --json instead of measuring")
     args = ap.parse_args(argv)
     if args.variant:
         payload = run_cli(args) if args.variant == "cli" else run_bare(args)
@@ -241,12 +244,19 @@ def main(argv: list[str] | None = None) -> int:
         f"bench_targets: {args.suite} ({args.codecs}), {args.limit_images} images, {args.seeds} seeds, "
         f"{args.rounds} rounds of {', '.join(f'{v} x{n}' for v, n in ORDER)}; load {common.loadavg()}"
     )
+    if args.judge:
+        data = json.loads(Path(args.judge).read_text())
+    else:
+        try:
+            data = measure(args)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
-        data = measure(args)
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        found = verdicts(data["rounds"])
+    except ValueError as exc:
+        print(f"error: {exc}; run more rounds (--rounds 3)", file=sys.stderr)
         return 2
-    found = verdicts(data["rounds"])
     for v in found:
         print(v.line())
     data["verdicts"] = [

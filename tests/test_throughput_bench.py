@@ -78,3 +78,17 @@ def test_one_shard_per_gpu():
     assert shard_count(ExecutorConfig("local-shards", gpus=2), 3) == 2
     assert shard_count(ExecutorConfig("local-shards"), 3) == 3
     assert shard_count(ExecutorConfig("slurm", shards=5, gpus=2), 3) == 5
+
+
+def test_the_command_exits_1_on_a_miss_and_0_when_met(tmp_path, capsys):
+    """The exit status make bench takes, through bench_targets.main (``--judge``: rounds measured earlier)."""
+    import json
+
+    met, missed = tmp_path / "met.json", tmp_path / "missed.json"
+    met.write_text(json.dumps({"rounds": [_round()] * 3}))
+    missed.write_text(json.dumps({"rounds": [_round(cpu_cli=12.3)] * 3}))
+    assert bench_targets.main(["--judge", str(met)]) == 0
+    assert "all targets met" in capsys.readouterr().out
+    assert bench_targets.main(["--judge", str(missed)]) == 1
+    out = capsys.readouterr().out
+    assert "MISSED cpu_overhead: 1.230 (target <= 1.15" in out and "a target was missed: exit 1" in out
