@@ -41,6 +41,7 @@ ORDER = (
     "rdeic_official",
     "gpu",
     "gpu_idle",
+    "gpu_pipeline",
 )
 #: Environment added to a benchmark's process. The memo run decodes RDEIC-tiny in the harness's main process: with
 #: libgomp's default wait policy its torch threads spin on these busy cores (see bench_rdeic.py); the counts it
@@ -175,6 +176,18 @@ def render(data: dict[str, Any]) -> str:
             f"| T | {v['what']}{quick} | **{v['figure']:.3f}** (median of rounds {rounds}) | "
             f"{'≤' if v['at_most'] else '≥'} {v['bound']} | {'met' if v['met'] else '**not met**'} |"
         )
+    g = res.get("gpu_pipeline")
+    gpu_what = "official RDEIC-2 512×768 bf16 + PSNR + MS-SSIM (RGB) on the device, random weights (bench_gpu.py)"
+    if g:
+        idle = "n/a" if g["gpu_idle_share"] is None else f"{100 * g['gpu_idle_share']:.1f} %"
+        ok = g["images_per_s"] >= 10 and g["gpu_idle_share"] is not None and g["gpu_idle_share"] < 0.20
+        lines.append(
+            f"| G | {gpu_what}, {g['device']}, torch {g['versions']['torch']} | **{g['images_per_s']:.2f} images/s**, "
+            f"GPU idle {idle} (CUDA events), batch {g['batch']} | ≥ 10 images/s, idle < 20 % | "
+            f"{'met' if ok else '**not met**'} |"
+        )
+    else:
+        lines.append(f"| G | {gpu_what} | not measured: no device | ≥ 10 images/s, idle < 20 % | |")
     if "targets" in b and t is None:
         lines.append(
             f"| T | issue #25 targets (bench_targets.py) | failed: {_one_line(b['targets'].get('error', ''))} | — | |"
@@ -728,6 +741,7 @@ def main(argv: list[str] | None = None) -> int:
             plans["gpu"] += ["--precisions", "fp32,bf16"]
             plans["gpu_idle"] = ["bench_suite.py", "--variant", "harness", "--suite", "ci_rdeic", "--codecs", ""]
             plans["gpu_idle"] += ["--device", "cuda"]
+            plans["gpu_pipeline"] = ["bench_gpu.py"]  # issue #25: official 512x768 bf16, PSNR + MS-SSIM, CUDA events
         for name in wanted:
             if name in plans:
                 data["benches"][name] = run_one(name, plans[name], tmp_path, args.timeout)
