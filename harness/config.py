@@ -471,7 +471,7 @@ def load_suite(name_or_path: str) -> Suite:
     if not path.is_file():
         raise SuiteError(f"suite file not found: {path}")
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark (Windows editors) is not an error
     except UnicodeDecodeError as exc:
         raise SuiteError(
             f"suite file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}): "

@@ -348,3 +348,10 @@ def test_a_worker_whose_harness_died_mid_parse_leaves_without_a_traceback(tmp_pa
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
     assert proc.stdout.strip() == "exitcode 0"
+
+
+def test_a_utf8_suite_with_a_byte_order_mark_is_read(tmp_path):
+    """Windows editors write a BOM before UTF-8 text; tomllib calls it an invalid statement. Not a user error."""
+    suite = tmp_path / "bom.toml"
+    suite.write_bytes(b"\xef\xbb\xbf" + SUITE.format(name="bom", fec="").encode())
+    assert main(["--suite", str(suite), "--out", str(tmp_path / "run"), "--dry-run"]) == 0
