@@ -275,7 +275,8 @@ def grid_rows(
                     caption = f"{row['status']}: {row.get('error_type') or ''}"
                 tiles.append((_tile_title(row), out.image, caption))
             shown = names.get(str(label), str(label))
-            rows.append({"codec": f"{shown}\n{series}" if several and series else shown, "tiles": tiles})
+            codec = f"{shown}\n{series}" if several and series else shown  # the row's name in the figure
+            rows.append({"codec": codec, "label": str(label), "tiles": tiles})
     return rows
 
 

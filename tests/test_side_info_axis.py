@@ -184,5 +184,5 @@ def test_the_visual_grid_redecodes_side_cells_with_their_true_view_and_skips_deg
             assert out.image is None and out.note == "side-information level: not re-decoded"
     assert degraded == 2 * (2 + 3)
     # the grid shows the bit-error levels once per codec: the crossed (missing view) cells are not extra tiles
-    side_row = next(r for r in rows if r["codec"] == "side")
+    side_row = next(r for r in rows if r["label"] == "side")  # "codec" names the build too (#24)
     assert len(side_row["tiles"]) == 2 + 2 and all(img is not None for _, img, _ in side_row["tiles"][1:])
