@@ -252,7 +252,8 @@ CODECS.register(
             "time_input": "t",
             "ignore_side_info": True,
         },
-        "DICM-tiny decoded without side information (w = 0): the same streams, the 'DICM without w' reference",
+        "DICM-tiny decoded without side information (w = 0, our reading of 'DICM without w': no official code path): "
+        "the same streams, the no-side reference",
     ),
 )
 CORRUPTIONS.register("side_noise", "corruptions.side_info:SideNoise")

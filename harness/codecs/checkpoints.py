@@ -51,7 +51,7 @@ SHIPPED_SHA256 = {
     "rdeic-tiny-high.safetensors": "75b30f9c2c2ef7bae928bec197a0933498e36d9c09ccdd1c2dfcfe72d17935f7",
     "ldm-rsic-tiny.safetensors": "75fdb9584afe3cdbd5f7019f4ff036dd89a9d3063916d8f919830b4e70c7ef29",
     "j2k-men-tiny.safetensors": "6dc7669f2d527bdf62c0927c267dbd31d4e5b85fd8f9220ff295c63f15062eba",
-    "dicm-tiny.safetensors": "df50750d08c7f23aeef1f4f566d96ba31fb680da5f29044d6b1b783a40f83ed6",
+    "dicm-tiny.safetensors": "03505e27e9c4caa4afad51be34bf037077b00e770cd7e75d8e9f5d3e85579c86",
 }
 #: Where :data:`SHIPPED_SHA256` is, for the messages.
 SHIPPED_TABLE = "harness/codecs/checkpoints.py SHIPPED_SHA256"

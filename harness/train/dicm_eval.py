@@ -7,7 +7,7 @@ same stream with the same decode seed under side-information conditions, and JPE
 file size, image by image (``encode_at_rate``)::
 
     true      the clean other view
-    missing   w = 0 ("DICM without w")
+    missing   w = 0 ("DICM without w": our interpretation, the official code has no path without a side view)
     wrong     the other view of another scene (scene i+1)
 
 Quality: PSNR (RGB, peak 255) and MS-SSIM on RGB with 3 scales (pytorch_msssim's first three weights,

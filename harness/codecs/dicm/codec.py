@@ -8,13 +8,27 @@
     reconstruct:  hook("z_hat") [a changed z_hat moves the means: y_hat += mean(z') - mean(z)] -> hook("y_hat")
                   -> ctx pyramid (hook "ctx_pyramid", per level) ; side image -> encode_w -> w pyramid (hook
                   "w_pyramid", per level; w = 0 when the side image is missing) ; ctx + w -> DDIM from
-                  0.8 N(0, I) of the decode seed (hook "init_noise") -> x0 -> (x+1)/2 x 255 float, padded shape
+                  0.8 N(0, I) of the decode seed (hook "init_noise") -> x0 -> clamp(-1, 1) / 2 + 0.5, x 255 float
+                  pixel values of the padded shape (cast to uint8 by truncation, as the official save_image)
+
+What is official and what is ours. With the official config and an official checkpoint (``ckpt``) every stage
+computes what dongqingcc/DICC's ``DICM.compress`` computes for the x chain (tests/test_parity_dicm.py checks it
+stage by stage against the official code's numbers): analysis, quantisation, hyperprior, context pyramid, w,
+the UNet, the DDIM schedule and steps, the output conversion. Ours, with no official code path to compare with:
+
+* the file (the official code writes none; it estimates bpp from likelihoods) and its rANS coding;
+* padding to a multiple of 64 (the official code takes sizes that need none);
+* missing side information decoded as w = 0 ("DICM without w": our interpretation; the official code always
+  has a side view), and ``ignore_side_info``;
+* the start noise drawn from the decode seed (test.py draws ``randn_like(img) * 0.8`` from the global RNG);
+* ``time_input = "t"`` and ``rounding = "round"`` (options; the official values are "index" and "truncate");
+* the ``tiny`` and ``test`` configs (x̂₀ prediction, context at every UNet level: see config.py).
 
 Decoder-side information: ``side_info = ("stereo",)``. ``reconstruct`` takes ``side_info = {"stereo": image}``
 from the harness (a trusted, decoder-local channel: never from the bitstream): a uint8 H x W x 3 image of the
-original's size, or ``None`` for missing side information (w = 0, the official "DICM without w").
-``ignore_side_info = true`` makes that the codec's only mode (and it then declares no side information): the
-same streams, decoded without w, as a reference row.
+original's size, or ``None`` for missing side information (w = 0, see above). ``ignore_side_info = true`` makes
+that the codec's only mode (and it then declares no side information): the same streams, decoded without w, as a
+reference row.
 
 Latents that are non-finite or beyond ``LATENT_BOUND`` (|value| > 1e4) are refused before the UNet
 (``InvalidOutput``); a header that declares another image size is refused by ``parse`` before anything is
@@ -101,8 +115,9 @@ class DICM(LearnedCodec):
         steps: int | None = None  # DDIM steps (None: the config's: 200 official, 20 tiny)
         time_input: str = "index"  # "index" (official: i / steps) | "t" (t_i / T, what training saw)
         rate_index: int = 0  # written to / required in the header: which rate point's model
-        #: decode without side information, always (w = 0): "DICM without w" as a codec of its own, the reference
-        #: row of side-information suites; it then declares no side information, so the harness skips that axis
+        #: decode without side information, always (w = 0, our interpretation of "DICM without w": no official code
+        #: path): a codec of its own, the reference row of side-information suites; it then declares no side
+        #: information, so the harness skips that axis
         ignore_side_info: bool = False
         device: str = "cpu"
         rounding: str = "truncate"  # truncate (official save_image: astype uint8) | round (float pixels -> uint8)
