@@ -2,9 +2,10 @@
 same bytes and the same parsed state whatever torch thread count the process runs with.
 
 The oracle is the codec run at other thread counts, through what a run calls: ``Codec.encode_stream`` (what
-``harness.artifacts`` encodes with), ``Codec.parse_checked`` in the main process (the clean decode) and an
-``IsolatedWorker`` parse (every cell). Before the entropy side was pinned, each image below gave other bytes or
-another parsed state at 1, 2 or 4 threads (measured on the bundled samples: RDEIC-tiny's ``y_hat`` differed on
+``harness.artifacts`` encodes with in-process), an ``IsolatedWorker`` encode (the pooled encode phase),
+``Codec.parse_checked`` in the main process (the clean decode) and an ``IsolatedWorker`` parse (every cell).
+Before the entropy side was pinned, each image below gave other bytes or another parsed state at 1, 2 or 4
+threads (measured on the bundled samples: RDEIC-tiny's ``y_hat`` differed on
 all ten, its bytes on hubble.png at the low rate and rocket.png at the high one; the VAE-only latent on all ten;
 LDM-RSIC-tiny's parse on all ten; DICM-tiny's bytes and parse on chelsea.png).
 """
@@ -64,12 +65,17 @@ def test_entropy_side_is_the_same_at_1_2_and_4_threads(name: str, image_id: str)
             assert outcome.status is Status.OK, outcome
             there[n] = _arrays(outcome.state or {})
             assert torch.get_num_threads() == n  # the pin gives the process its own count back
+        # the encode phase runs in the decode workers (at the worker's own default count, not this process's)
+        encoded = worker.encode([codec.spec()], [None], [None], image)
+        assert encoded.status is Status.OK, encoded
+        worker_stream = encoded.state["streams"][0][0]
     finally:
         torch.set_num_threads(before)
         worker.close()
     assert here[1], "the parsed state holds no arrays to compare"
     for n in THREADS[1:]:
         assert streams[n] == streams[1], f"{name}: encode at {n} threads wrote other bytes than at 1"
+    assert worker_stream == streams[1], f"{name}: the worker's encode wrote other bytes than the main process's"
     for n in THREADS:
         for states, where in ((here, "in-process"), (there, "worker")):
             assert states[n].keys() == here[1].keys()
