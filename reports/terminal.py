@@ -3,7 +3,7 @@ fixed width (100 columns by default), then where the full tables are.
 
 ::
 
-    bsc, scope all: failure % [Wilson 95% CI], 30 cells each
+    bsc (ber in flip probability per bit), scope all: failure % [Wilson 95% CI], 30 cells each
     ber      [1]            [2]            [3]
     0        0 [0–11]       0 [0–11]       0 [0–11]
     1e-05    3.3 [0.6–17]   0 [0–11]       0 [0–11]

@@ -42,7 +42,8 @@ def test_demo_suite_runs_and_second_call_does_no_new_work(tmp_path):
     ]
     first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert first.returncode == 0, first.stderr
-    assert "jpeg2000@rdeic-tiny" in first.stdout and "bsc, scope all: failure % [Wilson 95% CI]" in first.stdout
+    headline = "bsc (ber in flip probability per bit), scope all: failure % [Wilson 95% CI]"
+    assert "jpeg2000@rdeic-tiny" in first.stdout and headline in first.stdout
     # what reaches the terminal fits 100 columns and carries no library noise (ninja, torch.jit, CUDA)
     assert not [line for line in first.stdout.splitlines() if len(line) > 100]
     assert not re.search(r"ninja|FutureWarning|CUDA|torch\.jit", first.stdout + first.stderr), first.stderr
