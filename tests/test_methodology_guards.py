@@ -101,11 +101,17 @@ def test_same_weights_path_with_other_content_is_new_work_not_already_done(tmp_p
 
 # Mutation: the same (drop the weights hash from Codec.fingerprint): both RDEIC configs get one fingerprint.
 def test_rdeic_weights_files_are_told_apart_by_content_not_path(tmp_path):
-    from safetensors.numpy import save_file
+    from harness.codecs.rdeic.checkpoint import save_safetensors
+    from harness.codecs.rdeic.config import TEST
+    from harness.codecs.rdeic.model import RDEICModel
 
+    # whole-model files of the `test` config (the pre-flight checks their names and shapes before planning); b
+    # differs from a in one tensor's values only, so only the content can tell them apart
     a, b, a_again = tmp_path / "a.safetensors", tmp_path / "b.safetensors", tmp_path / "copy_of_a.safetensors"
-    save_file({"w": np.zeros(4, np.float32)}, str(a))  # valid files (their format is checked when the codec is
-    save_file({"w": np.ones(4, np.float32)}, str(b))  # built); the tensors are never loaded by make_plan
+    state = RDEICModel(TEST, seed=5).state_dict()
+    save_safetensors(state, a)
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    save_safetensors({**state, first: state[first] + 1}, b)
     a_again.write_bytes(a.read_bytes())
     images = image_folder(tmp_path / "img", {"a.png": noise(64, 64, 3)})
     plans = {}
