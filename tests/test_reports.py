@@ -417,6 +417,29 @@ def test_grid_keeps_to_its_time_budget(small_run):
     assert decoded and all(img is None and "budget" in caption for _, img, caption in decoded)
 
 
+def test_grid_budget_counts_recorded_decode_seconds_not_the_clock(small_run, monkeypatch):
+    """#23: the grid's content must not depend on the load while the report is written. A clock that jumps an
+    hour per reading (a report written on a starved machine) still re-decodes every tile whose recorded decode
+    seconds fit the budget; the old wall-clock budget left them all out."""
+    import itertools
+    import time
+
+    from harness.store import ResultStore
+    from reports.report import grid_rows
+
+    ticks = itertools.count(0.0, 3600.0)
+    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks))
+    out, _ = small_run
+    store = ResultStore(out / "results.sqlite")
+    try:
+        cells = tables.prepare(store.cells_frame())
+        rows = grid_rows(out, store, cells, ("psnr",), 30.0)
+    finally:
+        store.close()
+    decoded = [t for r in rows for t in r["tiles"][2:]]
+    assert decoded and not [caption for _, _, caption in decoded if "budget" in caption]
+
+
 def test_levels_with_other_varying_parameters_form_separate_series():
     params = [{"ber": b, "mean_burst_bits": m, "burst_density": 1.0} for b in (0.0, 1e-3) for m in (8, 64)]
     assert tables.varying_label(params) == ["mean_burst_bits=8", "mean_burst_bits=64"] * 2
