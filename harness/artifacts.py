@@ -173,16 +173,7 @@ class ArtifactSource:
                 except CodecUnusable:
                     raise
                 except CodecError as exc:
-                    skipped.append(
-                        {
-                            "dataset": ds.name,
-                            "id": entry.id,
-                            "sha256": entry.sha256,
-                            "stage": "encode",
-                            "codec": label,
-                            "error": str(exc),
-                        }
-                    )
+                    skipped.append(_encode_refusal(ds, entry, label, str(exc)))
                     break
                 side = self._side(ds, entry, label)
                 for seed in self.plan.decode_seeds:
@@ -202,16 +193,7 @@ class ArtifactSource:
                 refusal = self._store_chain(entry, prep, chain, future.result())
                 if refusal is not None:
                     label = chain[len(future.result().state["streams"])][0]
-                    skipped.append(
-                        {
-                            "dataset": ds.name,
-                            "id": entry.id,
-                            "sha256": entry.sha256,
-                            "stage": "encode",
-                            "codec": label,
-                            "error": refusal,
-                        }
-                    )
+                    skipped.append(_encode_refusal(ds, entry, label, refusal))
                     if progress is not None:
                         progress.update(1)
                     return
@@ -303,3 +285,10 @@ class ArtifactSource:
         while len(self._loaded) > self.keep:
             self._loaded.popitem(last=False)
         return art
+
+
+def _encode_refusal(ds: Any, entry: Any, label: str, error: str) -> dict[str, Any]:
+    """The record of an image skipped because codec ``label`` refused to encode it (provenance's skipped list),
+    the same from the in-process and the pooled encode phase."""
+    where = {"dataset": ds.name, "id": entry.id, "sha256": entry.sha256}
+    return {**where, "stage": "encode", "codec": label, "error": error}
