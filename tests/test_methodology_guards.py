@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import stored_cells
 from fake_codecs import HEADER, AdapterCodec, FakeCodec, seed_marked
-from PIL import Image
+from guard_fakes import image_folder, noise, psnr
 
 from harness.cli import main
 from harness.config import load_suite
@@ -25,18 +25,6 @@ BER0 = '[[corruptions]]\ncorruption = "bsc"\nscopes = ["payload"]\ngrid = { ber 
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------
-def noise(h: int, w: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def image_folder(root: Path, images: dict[str, np.ndarray]) -> Path:
-    """A folder dataset: each array saved losslessly as PNG under its relative name."""
-    for name, pixels in images.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(root / name)
-    return root
-
-
 def folder(path: Path, extra: str = "") -> str:
     return f'[[datasets]]\nname = "folder"\npath = "{path}"\n{extra}'
 
@@ -60,11 +48,6 @@ def run_suite(suite: Path, out: Path, workers: int = 2):
 def query(out: Path, sql: str) -> list[tuple]:
     with sqlite3.connect(out / "results.sqlite") as db:
         return db.execute(sql).fetchall()
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def fake_stream_bytes(h: int, w: int) -> int:
